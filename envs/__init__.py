@@ -1,0 +1,1 @@
+"""Env backends behind :mod:`rlstm.vec`: memory (batched torch tasks), atari, gymnasium."""

@@ -1,0 +1,90 @@
+"""Any registered gymnasium id behind :mod:`rlstm.vec`, through gymnasium's vector API.
+
+Uses ``gymnasium.make_vec`` with same-step autoreset, so ``info["final_obs"]`` comes from
+gymnasium itself; returns and lengths are accumulated here. Discrete action spaces only.
+``module:EnvId`` ids import ``module`` first (e.g. ``popgym.envs:...`` or a plugin that
+registers ids on import).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlstm.vec import EpisodeStats, StepResult, VecEnv
+
+
+class GymVecEnv(VecEnv):
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        vectorization: str = "sync",
+        **kwargs: Any,
+    ) -> None:
+        if ":" in env_id:
+            module, env_id = env_id.split(":", 1)
+            importlib.import_module(module)
+        if env_id not in gym.registry:
+            raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")
+        spec_space = gym.make(env_id, **kwargs)
+        wrappers = (
+            [] if isinstance(spec_space.observation_space, gym.spaces.Box)
+            else [gym.wrappers.FlattenObservation]  # Discrete / MultiDiscrete -> one-hot Box
+        )
+        spec_space.close()
+        self.env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=vectorization,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            wrappers=wrappers,
+            **kwargs,
+        )
+        space = self.env.single_action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            self.env.close()
+            raise ValueError(f"env.id={env_id!r} has action space {space}; rlstm needs Discrete")
+        obs_space = self.env.single_observation_space
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.num_actions = int(space.n)
+        self.obs_shape = tuple(obs_space.shape)
+        self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+        self._stats = EpisodeStats(num_envs, self.device)
+
+    def _to_tensor(self, obs: Any) -> Tensor:
+        return torch.as_tensor(np.asarray(obs), device=self.device).to(self.obs_dtype)
+
+    def reset(self, seed: int | None = None) -> Tensor:
+        obs, _ = self.env.reset(seed=seed)
+        self._stats = EpisodeStats(self.num_envs, self.device)
+        return self._to_tensor(obs)
+
+    def step(self, actions: Tensor) -> StepResult:
+        actions = self.check_actions(actions)
+        obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        term = torch.as_tensor(terminated, device=self.device)
+        trunc = torch.as_tensor(truncated, device=self.device)
+        rew = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+        obs_t = self._to_tensor(obs)
+        final = obs_t.clone()
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            rows = np.flatnonzero(done)
+            final[torch.as_tensor(rows, device=self.device)] = self._to_tensor(
+                np.stack([info["final_obs"][i] for i in rows])
+            )
+        ep_return, ep_length = self._stats.update(rew, term | trunc)
+        return obs_t, rew, term, trunc, {
+            "final_obs": final, "episode_return": ep_return, "episode_length": ep_length,
+        }
+
+    def close(self) -> None:
+        self.env.close()

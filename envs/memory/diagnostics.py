@@ -1,0 +1,5 @@
+"""Memory tasks (placeholder until implemented)."""
+
+from envs.memory.base import MemoryTask, MemoryTaskGym
+
+TASKS: list[tuple[type[MemoryTask], type[MemoryTaskGym]]] = []

@@ -1,0 +1,5 @@
+import sys
+
+from rlstm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""``rlstm train | eval | bench``: the one place that wires ``agents/`` and ``envs/`` to the core.
+
+Errors a user can fix (bad config, missing env id, unreadable checkpoint) print one line,
+``rlstm: error: ...``, and exit with status 2 before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlstm import checkpoint
+from rlstm.config import Config, ConfigError, build_config, config_from_dict, help_text
+from rlstm.trainer import Trainer, TrainingStopped, make_run_dir, resolve_device
+
+# `rlstm train` with no CONFIG: a memory task that needs memory and learns in a few minutes
+# on a laptop CPU (RepeatFirstEasy: repeat the first card's suit for 51 steps).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "env": {"id": "RepeatFirstEasy", "num_envs": 32},
+    "agent": {"core": "lstm", "hidden_size": 64, "encoder_hidden": 64},
+    "ppo": {
+        "total_timesteps": 200_000,
+        "num_steps": 64,
+        "bptt_len": 64,
+        "num_minibatches": 4,
+        "update_epochs": 4,
+        "learning_rate": 3e-3,
+        "ent_coef": 0.01,
+        "gamma": 0.9,
+        "gae_lambda": 0.9,
+    },
+    "run": {"torch_threads": 2},
+}
+
+
+class UsageError(Exception):
+    """A user error reported as one line, exit status 2."""
+
+
+# -- wiring -------------------------------------------------------------------------------
+def backend_of(cfg: Config) -> str:
+    if cfg.env.backend != "auto":
+        return cfg.env.backend
+    import envs.memory
+
+    env_id = cfg.env.id
+    if env_id.removeprefix("rlstm/").removesuffix("-v0") in envs.memory.REGISTRY:
+        return "memory"
+    if env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4"):
+        return "atari"
+    return "gymnasium"
+
+
+def make_env(cfg: Config, device: torch.device, num_envs: int | None = None, seed: int | None = None):  # type: ignore[no-untyped-def]
+    """Build the batched env ``cfg.env`` describes, on ``device``."""
+    e = cfg.env
+    n = num_envs or e.num_envs
+    backend = backend_of(cfg)
+    seed = cfg.run.seed if seed is None else seed
+    try:
+        if backend == "memory":
+            import envs.memory
+
+            opts: dict[str, Any] = dict(e.kwargs)
+            if e.prev_action is not None:
+                opts["prev_action"] = e.prev_action
+            if e.first_flag is not None:
+                opts["first_flag"] = e.first_flag
+            return envs.memory.make(e.id, n, device, seed, check_range=False, **opts)
+        if backend == "atari":
+            from envs.atari import AtariEnv
+
+            return AtariEnv.from_config(e, n, device, seed)
+        from envs.gym_vec import GymVecEnv
+
+        return GymVecEnv(e.id, n, device, **e.kwargs)
+    except TypeError as exc:
+        raise UsageError(f"env.kwargs={e.kwargs!r} do not fit env.id={e.id!r}: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def reward_transform(cfg: Config):  # type: ignore[no-untyped-def]
+    """Atari trains on sign-clipped rewards while logging raw game scores."""
+    if backend_of(cfg) == "atari" and cfg.env.clip_rewards:
+        return torch.sign
+    return None
+
+
+def make_agent(cfg: Config, env: Any) -> torch.nn.Module:
+    from agents import RecurrentAgent
+
+    try:
+        return RecurrentAgent(env.obs_shape, env.obs_dtype, env.num_actions, cfg.agent)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_compatible(data: dict[str, Any], env: Any, agent: torch.nn.Module) -> None:
+    """Refuse a checkpoint whose spaces or network differ, naming the mismatch."""
+    saved_obs = tuple(data.get("obs_shape", ()))
+    if saved_obs != tuple(env.obs_shape):
+        raise UsageError(f"checkpoint obs shape {saved_obs} != env obs shape {tuple(env.obs_shape)}")
+    if data.get("num_actions") != env.num_actions:
+        raise UsageError(
+            f"checkpoint has {data.get('num_actions')} actions, env has {env.num_actions}"
+        )
+    own = agent.state_dict()
+    for key, value in data["agent"].items():
+        if key not in own:
+            raise UsageError(f"checkpoint has parameter {key!r} that this agent lacks (different core?)")
+        if tuple(own[key].shape) != tuple(value.shape):
+            raise UsageError(
+                f"checkpoint parameter {key!r} has shape {tuple(value.shape)}, this agent "
+                f"expects {tuple(own[key].shape)} (different hidden size or layers?)"
+            )
+    missing = set(own) - set(data["agent"])
+    if missing:
+        raise UsageError(f"checkpoint lacks parameters {sorted(missing)} (different core?)")
+
+
+def setup_torch(cfg: Config) -> torch.device:
+    device = resolve_device(cfg.run.device)
+    torch.manual_seed(cfg.run.seed)
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    torch.backends.cudnn.deterministic = cfg.run.torch_deterministic
+    torch.backends.cudnn.benchmark = not cfg.run.torch_deterministic
+    return device
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        return checkpoint.load(path)
+    except checkpoint.CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- commands -----------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        data = load_checkpoint(args.resume)
+        cfg = config_from_dict(data["config"])
+        if args.overrides or args.config:
+            cfg = build_config(args.config, args.overrides, base=cfg.to_dict())
+        run_dir = Path(args.resume)
+        if run_dir.is_file():
+            run_dir = run_dir.parent
+    else:
+        cfg = build_config(args.config, args.overrides, base=None if args.config else DEFAULT_CONFIG)
+        data = None
+    device = setup_torch(cfg)
+    env = make_env(cfg, device)
+    agent = make_agent(cfg, env)
+    if data is not None:
+        check_compatible(data, env, agent)
+    else:
+        name = cfg.run.run_name or f"{cfg.env.id.replace('/', '_')}__{cfg.run.seed}__{_timestamp()}"
+        try:
+            run_dir = make_run_dir(cfg.run.out_dir, name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
+    print(f"rlstm: training {cfg.env.id} on {device} -> {run_dir}", file=sys.stderr)
+    try:
+        summary = trainer.train()
+    except TrainingStopped as exc:
+        print(f"rlstm: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        env.close()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlstm.evaluate import evaluate
+
+    data = load_checkpoint(args.path)
+    cfg = config_from_dict(data["config"])
+    cfg.run.device = args.device or "auto"
+    device = setup_torch(cfg)
+    num_envs = args.num_envs or min(cfg.env.num_envs, args.episodes)
+    env = make_env(cfg, device, num_envs=num_envs, seed=args.seed)
+    agent = make_agent(cfg, env).to(device)
+    check_compatible(data, env, agent)
+    agent.load_state_dict(data["agent"])
+    agent.eval()
+    try:
+        result = evaluate(agent, env, args.episodes, greedy=args.greedy, seed=args.seed)
+    finally:
+        env.close()
+    path = Path(args.path)
+    out_dir = path if path.is_dir() else path.parent
+    report = {k: v for k, v in result.items() if k not in ("returns", "lengths")}
+    report.update({"env": cfg.env.id, "greedy": args.greedy, "checkpoint_step": data["global_step"]})
+    (out_dir / "eval.json").write_text(json.dumps({**report, "returns": result["returns"]}, indent=2))
+    print(
+        f"{cfg.env.id}: {result['episodes']} episodes, return {result['mean_return']:.4f} "
+        f"+- {result['std_return']:.4f}, length {result['mean_length']:.1f} "
+        f"+- {result['std_length']:.1f}"
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "memory":
+        from envs.memory import bench as memory_bench
+
+        devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        rows = memory_bench.bench(args.tasks, args.sizes, devices, args.seconds)
+        print(memory_bench.format_table(rows))
+        return 0
+    raise UsageError(f"unknown bench target {args.target!r}")
+
+
+def _timestamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlstm", description="Recurrent PPO for memory tasks and Atari.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent",
+        description="Train recurrent PPO. Settings: defaults < CONFIG (YAML) < key=value overrides.",
+        epilog="options (section.key=default):\n" + help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("config", nargs="?", help="YAML config (omit for the embedded default)")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained agent with its state carried")
+    ev.add_argument("path", help="run directory or checkpoint file")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
+    ev.add_argument("--num-envs", type=int, default=0, help="parallel envs (default: the run's)")
+    ev.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="throughput benchmarks")
+    bench.add_argument("target", choices=["memory"])
+    bench.add_argument("--tasks", nargs="+", default=["RepeatFirstEasy", "RepeatPreviousEasy", "AutoencodeEasy", "CountRecallEasy"])
+    bench.add_argument("--sizes", nargs="+", type=int, default=[1024, 16384, 65536])
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)")
+    bench.add_argument("--seconds", type=float, default=2.0)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.config and "=" in args.config:
+        args.overrides.insert(0, args.config)  # `rlstm train key=value ...` without a CONFIG
+        args.config = None
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError) as exc:
+        print(f"rlstm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

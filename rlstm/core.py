@@ -1,0 +1,159 @@
+"""Recurrent cores (LSTM default, GRU, or none) with episode resets in one place.
+
+The state of a core is one tensor ``(S * num_layers, B, H)``: for an LSTM the hidden states
+of every layer then the cell states (``S = 2``), for a GRU the hidden states (``S = 1``), for
+``none`` nothing (``S = 0``). ``starts (B,)`` / ``(L, M)`` marks the first step of an
+episode; the state entering such a step is zeroed. That rule lives here and nowhere else.
+
+``sequence`` is the training path. A chunk that holds an episode start cannot be one plain
+cuDNN call (the state must be zeroed mid-sequence), and a Python loop over time costs ~9x
+one call. Instead the chunk is cut at every start into segments, each segment is laid out
+from time 0 of its own column, and all segments run as one packed-sequence call: segments
+that begin at an episode start get a zero state, the first segment of each column gets the
+column's stored state. Outputs are scattered back to ``(L, M, H)``. This equals the
+step-by-step reference (``sequence_reference``) up to float rounding, values and gradients
+(tests/test_core.py), at the cost of one host sync per call to size the packed batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+KINDS = ("lstm", "gru", "none")
+
+
+class RecurrentCore(nn.Module):
+    """``kind`` in lstm | gru | none; ``none`` is a memoryless ReLU layer of the same width."""
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"core kind {kind!r} must be one of {', '.join(KINDS)}")
+        self.kind = kind
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.rnn: nn.LSTM | nn.GRU | None
+        if kind == "lstm":
+            self.rnn = nn.LSTM(input_size, hidden_size, num_layers)
+        elif kind == "gru":
+            self.rnn = nn.GRU(input_size, hidden_size, num_layers)
+        else:
+            self.rnn = None
+            self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU())
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.rnn is None:
+            nn.init.orthogonal_(self.mlp[0].weight, 2**0.5)
+            nn.init.zeros_(self.mlp[0].bias)
+            return
+        for name, param in self.rnn.named_parameters():
+            if "bias" in name:
+                nn.init.zeros_(param)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+
+    @property
+    def state_slots(self) -> int:
+        """``S * num_layers``: the leading dim of the state tensor."""
+        return {"lstm": 2, "gru": 1, "none": 0}[self.kind] * self.num_layers
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> Tensor:
+        """Zeros ``(S * num_layers, batch, H)``."""
+        return torch.zeros(self.state_slots, batch, self.hidden_size, device=device)
+
+    def _run(self, x: Tensor | nn.utils.rnn.PackedSequence, state: Tensor):  # type: ignore[no-untyped-def]
+        assert self.rnn is not None
+        if self.kind == "lstm":
+            h, c = state.chunk(2, dim=0)
+            out, (h, c) = self.rnn(x, (h.contiguous(), c.contiguous()))
+            return out, torch.cat([h, c], dim=0)
+        out, h = self.rnn(x, state.contiguous())
+        return out, h
+
+    def step(self, x: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        """One step for ``B`` envs: ``x (B, in)``, ``state (S*l, B, H)``, ``starts (B,)`` bool.
+
+        Returns ``(out (B, H), new_state)``; the state is zeroed where ``starts``.
+        """
+        if self.rnn is None:
+            return self.mlp(x), state
+        state = state * (~starts).to(state.dtype)[None, :, None]
+        out, new_state = self._run(x[None], state)
+        return out[0], new_state
+
+    def sequence(self, x: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        """Run ``x (L, M, in)`` from ``state (S*l, M, H)`` with resets at ``starts (L, M)``.
+
+        Returns ``(out (L, M, H), final_state (S*l, M, H))``, equal to the step loop.
+        """
+        L, M = starts.shape
+        if self.rnn is None:
+            return self.mlp(x), state
+        state = state * (~starts[0]).to(state.dtype)[None, :, None]
+        inner = starts[1:]
+        if not bool(inner.any()):
+            return self._run(x, state)
+
+        # Segments: a new one begins at t=0 of every column and at every inner start.
+        begins = starts.clone()
+        begins[0] = True
+        flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: column m, then time
+        seg_id = flat_begins.cumsum(0) - 1  # segment of every (m, t)
+        time = torch.arange(L, device=x.device).repeat(M)
+        column = torch.arange(M, device=x.device).repeat_interleave(L)
+        seg_begin = time[flat_begins]  # (S,) time at which each segment begins
+        seg_column = column[flat_begins]  # (S,)
+        lengths = torch.bincount(seg_id)  # (S,)
+        offset = time - seg_begin[seg_id]  # time of (m, t) inside its segment
+        num_segments = seg_begin.numel()
+
+        # Inputs laid out per segment: (L, S, in), padded at the end of short segments.
+        flat_x = x.transpose(0, 1).reshape(M * L, -1)
+        padded = flat_x.new_zeros(L, num_segments, flat_x.shape[-1])
+        padded[offset, seg_id] = flat_x
+        # A segment beginning at t>0 begins an episode (zero state); one at t=0 continues
+        # the column's (already reset-masked) state.
+        seg_state = state[:, seg_column] * (seg_begin == 0).to(state.dtype)[None, :, None]
+        packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
+        out_packed, seg_final = self._run(packed, seg_state)
+        out, _ = pad_packed_sequence(out_packed, total_length=L)
+        flat_out = out[offset, seg_id]  # (M*L, H)
+        # The final state of a column is that of its last segment.
+        last_segment = torch.zeros(M, dtype=torch.long, device=x.device)
+        last_segment.scatter_reduce_(0, seg_column, torch.arange(num_segments, device=x.device), "amax")
+        final = seg_final[:, last_segment]
+        return flat_out.view(M, L, -1).transpose(0, 1), final
+
+    def sequence_reference(self, x: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        """The slow, obviously correct path: ``step`` in a Python loop over time."""
+        outs = []
+        for t in range(x.shape[0]):
+            out, state = self.step(x[t], state, starts[t])
+            outs.append(out)
+        return torch.stack(outs), state
+
+    def gates(self, x: Tensor, state: Tensor) -> dict[str, Tensor]:
+        """LSTM/GRU gate activations of one step of the first layer (for inspection)."""
+        assert self.rnn is not None, "core=none has no gates"
+        w_ih, w_hh = self.rnn.weight_ih_l0, self.rnn.weight_hh_l0
+        b = self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0 if self.kind == "lstm" else None
+        h = state[0]
+        if self.kind == "lstm":
+            c = state[self.num_layers]
+            assert b is not None
+            i, f, g, o = (x @ w_ih.t() + h @ w_hh.t() + b).chunk(4, dim=-1)
+            i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+            c_new = f * c + i * g
+            return {"input": i, "forget": f, "candidate": g, "output": o, "cell": c_new,
+                    "hidden": o * c_new.tanh()}
+        gi = x @ w_ih.t() + self.rnn.bias_ih_l0
+        gh = h @ w_hh.t() + self.rnn.bias_hh_l0
+        ir, iz, in_ = gi.chunk(3, dim=-1)
+        hr, hz, hn = gh.chunk(3, dim=-1)
+        r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+        n = (in_ + r * hn).tanh()
+        return {"reset": r, "update": z, "candidate": n, "hidden": (1 - z) * n + z * h}

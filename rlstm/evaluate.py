@@ -1,0 +1,75 @@
+"""Evaluation with the recurrent state carried through each episode."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlstm.vec import VecEnv
+
+
+@torch.no_grad()
+def evaluate(
+    agent: nn.Module,
+    env: VecEnv,
+    episodes: int,
+    greedy: bool = False,
+    seed: int = 0,
+    max_steps: int = 10_000_000,
+) -> dict[str, Any]:
+    """Run ``episodes`` episodes on ``env`` (spread evenly over its ``B`` envs, so short
+    episodes are not over-counted) and return mean / std of returns and lengths.
+
+    The state is carried step to step and zeroed only at episode starts, as in training.
+    ``greedy`` takes the arg-max action instead of sampling.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be >= 1")
+    device = next(agent.parameters()).device
+    B = env.num_envs
+    targets = torch.tensor([episodes // B + (1 if i < episodes % B else 0) for i in range(B)])
+    counts = torch.zeros(B, dtype=torch.long)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    obs = env.reset(seed=seed)
+    state = agent.initial_state(B, device)
+    starts = torch.ones(B, dtype=torch.bool, device=device)
+    returns: list[float] = []
+    lengths: list[int] = []
+    for _ in range(max_steps):
+        if bool((counts >= targets).all()):
+            break
+        logits, _, state = agent.step(obs, state, starts)
+        if greedy:
+            action = logits.argmax(-1)
+        else:
+            action = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
+        obs, _, terminated, truncated, info = env.step(action)
+        starts = terminated | truncated
+        done = starts.cpu()
+        if done.any():
+            ret, length = info["episode_return"].cpu(), info["episode_length"].cpu()
+            for i in done.nonzero().flatten().tolist():
+                if counts[i] < targets[i]:
+                    returns.append(float(ret[i]))
+                    lengths.append(int(length[i]))
+                    counts[i] += 1
+    n = len(returns)
+
+    def std(xs: list[float], mean: float) -> float:
+        return math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)) if xs else math.nan
+
+    mean_r = sum(returns) / n if n else math.nan
+    mean_l = sum(lengths) / n if n else math.nan
+    return {
+        "episodes": n,
+        "mean_return": mean_r,
+        "std_return": std(returns, mean_r),
+        "mean_length": mean_l,
+        "std_length": std([float(x) for x in lengths], mean_l),
+        "returns": returns,
+        "lengths": lengths,
+    }

@@ -1,0 +1,187 @@
+"""PPO with truncated BPTT over stored chunks: losses and the update loop.
+
+The update reads top to bottom in :func:`update`: chunk start states (stored, burned in, or
+refreshed), then epochs x minibatches of whole shuffled chunks, each one fused sequence call
+through the core, the CleanRL losses, and a gradient step that never applies a NaN/Inf.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from rlstm.buffer import Chunks, RolloutBuffer
+from rlstm.config import PPOConfig
+
+
+class Policy(Protocol):
+    """What the trainer needs from an agent (``agents.RecurrentAgent`` implements it)."""
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> Tensor: ...
+
+    def step(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``obs (B, ...)`` -> ``(logits (B, A), value (B,), new_state)``."""
+        ...
+
+    def sequence(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``obs (L, M, ...)`` -> ``(logits (L, M, A), values (L, M), final_state)``."""
+        ...
+
+
+LOSS_KEYS = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "old_approx_kl",
+    "approx_kl",
+    "clipfrac",
+    "grad_norm",
+)
+
+
+@torch.no_grad()
+def refresh_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int) -> Tensor:
+    """Chunk start states recomputed with the current weights: one pass over the rollout.
+
+    Runs each block of ``bptt_len`` steps for all envs from the previous block's final state
+    (the first from the stored state at step 0). Returns ``(S*l, K*B, H)`` in chunk order.
+    """
+    T, B, L = buffer.num_steps, buffer.num_envs, bptt_len
+    state = buffer.states[0]
+    starts_of_chunks = [state]
+    for k in range(T // L - 1):
+        sl = slice(k * L, (k + 1) * L)
+        _, _, state = agent.sequence(buffer.obs[sl], state, buffer.starts[sl])
+        starts_of_chunks.append(state)
+    return torch.cat(starts_of_chunks, dim=1)
+
+
+@torch.no_grad()
+def burn_in_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int, burn_in: int) -> Tensor:
+    """Chunk start states after ``burn_in`` steps without gradient (R2D2's burn-in).
+
+    Chunk k starts at ``t0 = k*L``; its state is recomputed by running the current weights
+    over steps ``[t0 - b, t0)`` from the state stored at ``t0 - b``, ``b = min(burn_in, t0)``
+    (the first chunk's stored state is exact already). Returns ``(S*l, K*B, H)``.
+    """
+    T, L = buffer.num_steps, bptt_len
+    states = [buffer.states[0]]
+    for t0 in range(L, T, L):
+        b = min(burn_in, t0)
+        sl = slice(t0 - b, t0)
+        _, _, state = agent.sequence(buffer.obs[sl], buffer.states[t0 - b], buffer.starts[sl])
+        states.append(state)
+    return torch.cat(states, dim=1)
+
+
+def minibatch_loss(
+    agent: Policy, mb: Chunks, cfg: PPOConfig, adv: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped-surrogate PPO loss of one minibatch of chunks ``(L, M)``."""
+    logits, newvalue, _ = agent.sequence(mb.obs, mb.states, mb.starts)
+    dist = torch.distributions.Categorical(logits=logits)
+    newlogprob = dist.log_prob(mb.actions)
+    entropy = dist.entropy().mean()
+    logratio = newlogprob - mb.logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+    if cfg.norm_adv:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    pg_loss = torch.max(
+        -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+    ).mean()
+
+    if cfg.clip_vloss:
+        v_unclipped = (newvalue - mb.returns) ** 2
+        v_clipped = mb.values + (newvalue - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
+        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - mb.returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - mb.returns) ** 2).mean()
+
+    loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+    stats = {
+        "policy_loss": pg_loss.detach(),
+        "value_loss": v_loss.detach(),
+        "entropy": entropy.detach(),
+        "old_approx_kl": old_approx_kl,
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
+    return loss, stats
+
+
+def update(
+    agent: Policy,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    buffer: RolloutBuffer,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One PPO update over the rollout in ``buffer``; returns means over all minibatches.
+
+    Besides the CleanRL losses, the result has ``explained_variance``, ``skipped_updates``
+    (minibatches whose loss or gradient was not finite: never applied) and ``epochs`` run.
+    """
+    chunks = buffer.chunks(cfg.bptt_len)
+    num_chunks = chunks.starts.shape[1]
+    per_mb = num_chunks // cfg.num_minibatches
+    device = chunks.starts.device
+    totals = {key: torch.zeros((), device=device) for key in LOSS_KEYS}
+    steps = 0
+    skipped = 0
+    epochs_run = 0
+    for _ in range(cfg.update_epochs):
+        if cfg.state_refresh == "epoch":
+            start_states = refresh_states(agent, buffer, cfg.bptt_len)
+        elif cfg.burn_in:
+            start_states = burn_in_states(agent, buffer, cfg.bptt_len, cfg.burn_in)
+        else:
+            start_states = chunks.states
+        order = torch.randperm(num_chunks, generator=generator).to(device)
+        epoch_kl = torch.zeros((), device=device)
+        for i in range(cfg.num_minibatches):
+            idx = order[i * per_mb : (i + 1) * per_mb]
+            mb = Chunks(
+                obs=chunks.obs[:, idx],
+                actions=chunks.actions[:, idx],
+                logprobs=chunks.logprobs[:, idx],
+                values=chunks.values[:, idx],
+                advantages=chunks.advantages[:, idx],
+                returns=chunks.returns[:, idx],
+                starts=chunks.starts[:, idx],
+                states=start_states[:, idx],
+            )
+            loss, stats = minibatch_loss(agent, mb, cfg, mb.advantages)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # A NaN/Inf loss or gradient never reaches the weights: skip this step.
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            optimizer.step()
+            stats["grad_norm"] = grad_norm.detach()
+            for key in LOSS_KEYS:
+                totals[key] += stats[key]
+            epoch_kl += stats["approx_kl"]
+            steps += 1
+        epochs_run += 1
+        if cfg.target_kl is not None and steps and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
+            break
+
+    result = {key: float(value) / max(steps, 1) for key, value in totals.items()}
+    y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
+    var_y = y_true.var()
+    result["explained_variance"] = float("nan") if var_y == 0 else float(1 - (y_true - y_pred).var() / var_y)
+    result["skipped_updates"] = float(skipped)
+    result["applied_updates"] = float(steps)
+    result["epochs"] = float(epochs_run)
+    return result

@@ -1,0 +1,335 @@
+"""The training loop: collect -> advantages -> update -> log -> checkpoint.
+
+The trainer sees a :class:`rlstm.vec.VecEnv` and a :class:`rlstm.ppo.Policy`; it knows no
+game and no network. Everything it needs to continue a run bit for bit (weights, optimizer,
+RNG streams, env state, recurrent state, counters) goes into the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rlstm import checkpoint
+from rlstm.buffer import RolloutBuffer, compute_gae
+from rlstm.config import Config, to_yaml
+from rlstm.logger import Logger
+from rlstm.ppo import update
+from rlstm.vec import VecEnv
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early; ``exit_code`` and the message say why and how to resume."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def make_run_dir(out_dir: str | Path, name: str) -> Path:
+    """Create a fresh run directory; never reuse one (``name-2``, ``name-3``, ... on clashes)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"run.out_dir={str(out)!r} cannot be created: {exc.strerror}") from None
+    for i in range(1, 10_000):
+        path = out / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()  # atomic: two runs never get the same directory
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ValueError(f"run directory {str(path)!r} cannot be created: {exc.strerror}") from None
+    raise ValueError(f"too many runs named {name!r} in {str(out)!r}")
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        env: VecEnv,
+        agent: nn.Module,
+        run_dir: Path,
+        device: torch.device,
+        reward_transform: Callable[[Tensor], Tensor] | None = None,
+        resume_from: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.env = env
+        self.agent = agent.to(device)
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.reward_transform = reward_transform
+        p = cfg.ppo
+        self.params = [param for param in self.agent.parameters() if param.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=p.learning_rate, eps=p.adam_eps)
+        state_shape = (self.agent.core.state_slots, self.agent.core.hidden_size)
+        self.buffer = RolloutBuffer(
+            p.num_steps, env.num_envs, env.obs_shape, env.obs_dtype, state_shape, device
+        )
+        self.action_gen = torch.Generator(device=device)
+        self.action_gen.manual_seed(cfg.run.seed + 1)
+        self.shuffle_gen = torch.Generator()
+        self.shuffle_gen.manual_seed(cfg.run.seed + 2)
+        self.iteration = 0
+        self.global_step = 0
+        self.best_mean_return = -math.inf
+        self.nonfinite_streak = 0
+        self.elapsed = 0.0
+        self._stop_signal: str | None = None
+        if resume_from is None:
+            self.next_obs = env.reset(seed=cfg.run.seed)
+            self.next_state = self.agent.initial_state(env.num_envs, device)
+            self.next_starts = torch.ones(env.num_envs, dtype=torch.bool, device=device)
+            self.recent_returns: list[float] = []
+        else:
+            self._load(resume_from)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "agent": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "elapsed": self.elapsed,
+            "best_mean_return": self.best_mean_return,
+            "recent_returns": list(self.recent_returns),
+            "next_obs": self.next_obs,
+            "next_state": self.next_state,
+            "next_starts": self.next_starts,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "action": self.action_gen.get_state(),
+                "shuffle": self.shuffle_gen.get_state(),
+            },
+            "obs_shape": list(self.env.obs_shape),
+            "num_actions": self.env.num_actions,
+        }
+        try:
+            data["env"] = self.env.state_dict()
+        except NotImplementedError:
+            data["env"] = None
+        return data
+
+    def _load(self, data: dict[str, Any]) -> None:
+        self.agent.load_state_dict(data["agent"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.iteration = int(data["iteration"])
+        self.global_step = int(data["global_step"])
+        self.elapsed = float(data["elapsed"])
+        self.best_mean_return = float(data["best_mean_return"])
+        self.recent_returns = [float(x) for x in data["recent_returns"]]
+        torch.set_rng_state(data["rng"]["torch"])
+        self.action_gen.set_state(data["rng"]["action"])
+        self.shuffle_gen.set_state(data["rng"]["shuffle"])
+        if data["env"] is not None:
+            self.env.load_state_dict(data["env"])
+            self.next_obs = data["next_obs"].to(self.device)
+            self.next_starts = data["next_starts"].to(self.device)
+            self.next_state = data["next_state"].to(self.device)
+        else:  # emulators that cannot save their state start fresh episodes
+            self.next_obs = self.env.reset(seed=self.cfg.run.seed + self.iteration)
+            self.next_starts = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)
+            self.next_state = self.agent.initial_state(self.env.num_envs, self.device)
+
+    def save(self) -> Path:
+        return checkpoint.save_atomic(self.state_dict(), self.run_dir / checkpoint.LATEST)
+
+    # -- signals -------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self._stop_signal = signal.Signals(signum).name
+
+    # -- the loop ------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect(self) -> tuple[Tensor, Tensor, Tensor, float, float]:
+        """Fill the buffer with ``num_steps`` steps; return the finished episodes' returns,
+        lengths and done mask, each ``(T, B)``, and the seconds spent acting and in envs."""
+        T = self.cfg.ppo.num_steps
+        buf, agent, env = self.buffer, self.agent, self.env
+        obs, state, starts = self.next_obs, self.next_state, self.next_starts
+        ep_returns = torch.zeros(T, env.num_envs, device=self.device)
+        ep_lengths = torch.zeros(T, env.num_envs, dtype=torch.long, device=self.device)
+        ep_done = torch.zeros(T, env.num_envs, dtype=torch.bool, device=self.device)
+        act_time = env_time = 0.0
+        for t in range(T):
+            t0 = time.perf_counter()
+            buf.obs[t] = obs
+            buf.starts[t] = starts
+            buf.states[t] = state
+            logits, value, state = agent.step(obs, state, starts)
+            log_probs = logits.log_softmax(-1)
+            action = torch.multinomial(log_probs.exp(), 1, generator=self.action_gen).squeeze(1)
+            buf.actions[t] = action
+            buf.logprobs[t] = log_probs.gather(1, action[:, None]).squeeze(1)
+            buf.values[t] = value
+            t1 = time.perf_counter()
+            obs, reward, terminated, truncated, info = env.step(action)
+            t2 = time.perf_counter()
+            if self.reward_transform is not None:
+                reward = self.reward_transform(reward)
+            buf.rewards[t] = reward
+            buf.terminated[t] = terminated
+            buf.truncated[t] = truncated
+            buf.final_obs[t] = info["final_obs"]
+            starts = terminated | truncated
+            ep_returns[t] = info["episode_return"]
+            ep_lengths[t] = info["episode_length"]
+            ep_done[t] = starts
+            act_time += t1 - t0
+            env_time += t2 - t1
+        buf.next_state.copy_(state)
+        self.next_obs, self.next_state, self.next_starts = obs, state, starts
+        return ep_returns, ep_lengths, ep_done, act_time, env_time
+
+    @torch.no_grad()
+    def advantages(self) -> None:
+        buf, p = self.buffer, self.cfg.ppo
+        _, next_value, _ = self.agent.step(self.next_obs, self.next_state, self.next_starts)
+        final_values = torch.zeros_like(buf.values)
+        t_idx, b_idx = buf.truncated.nonzero(as_tuple=True)
+        if t_idx.numel():  # value of the final obs under the carried state (no reset)
+            no_start = torch.zeros_like(t_idx, dtype=torch.bool)
+            _, v, _ = self.agent.step(
+                buf.final_obs[t_idx, b_idx], buf.state_after(t_idx, b_idx), no_start
+            )
+            final_values[t_idx, b_idx] = v
+        buf.advantages, buf.returns = compute_gae(
+            buf.rewards, buf.values, buf.terminated, buf.truncated, final_values,
+            next_value, p.gamma, p.gae_lambda,
+        )
+
+    def train(self, logger: Logger | None = None) -> dict[str, Any]:
+        cfg, p = self.cfg, self.cfg.ppo
+        num_iterations = cfg.num_iterations
+        if logger is None:
+            logger = Logger(
+                self.run_dir, num_iterations * cfg.batch_size, cfg.run.progress,
+                purge_step=self.global_step + 1 if self.iteration else None,
+            )
+        logger.start_step = self.global_step
+        logger.recent_returns.extend(self.recent_returns)
+        if self.iteration == 0:
+            logger.text("config", "```\n" + to_yaml(cfg) + "\n```")
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        wall_start = time.perf_counter() - self.elapsed
+        try:
+            while self.iteration < num_iterations:
+                it_start = time.perf_counter()
+                if p.anneal_lr:
+                    frac = 1.0 - self.iteration / num_iterations
+                    self.optimizer.param_groups[0]["lr"] = frac * p.learning_rate
+                ep_returns, ep_lengths, ep_done, act_time, env_time = self.collect()
+                step_before = self.global_step
+                self.global_step += cfg.batch_size
+                self.advantages()
+                t_update = time.perf_counter()
+                stats = update(self.agent, self.params, self.optimizer, self.buffer, p, self.shuffle_gen)
+                update_time = time.perf_counter() - t_update
+                self.iteration += 1
+                self._log_episodes(logger, ep_returns, ep_lengths, ep_done, step_before)
+                self._check_finite(stats)
+                now = time.perf_counter()
+                self.elapsed = now - wall_start
+                for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl",
+                            "clipfrac", "explained_variance", "grad_norm"):
+                    logger.record(f"losses/{key}", stats[key])
+                logger.record("losses/skipped_updates", stats["skipped_updates"])
+                logger.record("charts/learning_rate", self.optimizer.param_groups[0]["lr"])
+                logger.record("charts/SPS", cfg.batch_size / max(now - it_start, 1e-9))
+                logger.record("perf/act_time", act_time)
+                logger.record("perf/env_time", env_time)
+                logger.record("perf/update_time", update_time)
+                logger.record("perf/iteration_time", now - it_start)
+                logger.dump(self.global_step, self.iteration, num_iterations)
+                every = cfg.run.checkpoint_every
+                if (every and self.iteration % every == 0) or self.iteration == num_iterations:
+                    self.save()
+                if self._stop_signal is not None:
+                    path = self.save()
+                    raise TrainingStopped(
+                        f"stopped by {self._stop_signal} after iteration {self.iteration}; "
+                        f"checkpoint saved to {path}; resume with: rlstm train --resume {self.run_dir}",
+                        exit_code=130 if self._stop_signal == "SIGINT" else 143,
+                    )
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            logger.close()
+        summary = {
+            "steps": self.global_step,
+            "iterations": self.iteration,
+            "wall_time": self.elapsed,
+            "sps": self.global_step / self.elapsed if self.elapsed > 0 else 0.0,
+            "mean_return_last_100": _mean(self.recent_returns),
+            "best_running_mean_return": self.best_mean_return if math.isfinite(self.best_mean_return) else None,
+            "episodes_in_mean": len(self.recent_returns),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _log_episodes(
+        self, logger: Logger, returns: Tensor, lengths: Tensor, done: Tensor, step0: int
+    ) -> None:
+        """Log finished episodes (one host sync per iteration) and the running mean."""
+        t_idx, b_idx = done.nonzero(as_tuple=True)
+        if t_idx.numel() == 0:
+            return
+        steps = (step0 + (t_idx + 1) * self.env.num_envs).tolist()
+        for step, ret, length in zip(
+            steps, returns[t_idx, b_idx].tolist(), lengths[t_idx, b_idx].tolist()
+        ):
+            logger.episode(step, ret, length)
+            self.recent_returns.append(ret)
+        self.recent_returns = self.recent_returns[-100:]
+        if len(self.recent_returns) >= min(100, 10):
+            self.best_mean_return = max(self.best_mean_return, _mean(self.recent_returns))
+
+    def _check_finite(self, stats: dict[str, float]) -> None:
+        if stats["skipped_updates"] and not stats["applied_updates"]:
+            self.nonfinite_streak += int(stats["skipped_updates"])
+        elif stats["skipped_updates"]:
+            self.nonfinite_streak = int(stats["skipped_updates"])
+        else:
+            self.nonfinite_streak = 0
+        if self.nonfinite_streak >= self.cfg.ppo.max_nonfinite_updates:
+            raise TrainingStopped(
+                f"{self.nonfinite_streak} consecutive updates had a NaN/Inf loss or gradient and "
+                f"were skipped (ppo.max_nonfinite_updates={self.cfg.ppo.max_nonfinite_updates}); "
+                f"the last good checkpoint in {self.run_dir} is intact",
+                exit_code=3,
+            )
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
