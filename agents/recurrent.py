@@ -46,9 +46,7 @@ class RecurrentAgent(nn.Module):
         logits, value = self.heads(out)
         return logits, value, state
 
-    def sequence(
-        self, obs: Tensor, state: Tensor, starts: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def sequence(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``obs (L, M, *obs_shape)`` -> ``(logits (L, M, A), values (L, M), final_state)``."""
         L, M = starts.shape
         features = self.encoder(obs.reshape(L * M, *self.obs_shape)).view(L, M, -1)

@@ -35,7 +35,8 @@ class GymVecEnv(VecEnv):
             raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")
         spec_space = gym.make(env_id, **kwargs)
         wrappers = (
-            [] if isinstance(spec_space.observation_space, gym.spaces.Box)
+            []
+            if isinstance(spec_space.observation_space, gym.spaces.Box)
             else [gym.wrappers.FlattenObservation]  # Discrete / MultiDiscrete -> one-hot Box
         )
         spec_space.close()
@@ -82,9 +83,17 @@ class GymVecEnv(VecEnv):
                 np.stack([info["final_obs"][i] for i in rows])
             )
         ep_return, ep_length = self._stats.update(rew, term | trunc)
-        return obs_t, rew, term, trunc, {
-            "final_obs": final, "episode_return": ep_return, "episode_length": ep_length,
-        }
+        return (
+            obs_t,
+            rew,
+            term,
+            trunc,
+            {
+                "final_obs": final,
+                "episode_return": ep_return,
+                "episode_length": ep_length,
+            },
+        )
 
     def close(self) -> None:
         self.env.close()

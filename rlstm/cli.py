@@ -56,7 +56,9 @@ def backend_of(cfg: Config) -> str:
     return "gymnasium"
 
 
-def make_env(cfg: Config, device: torch.device, num_envs: int | None = None, seed: int | None = None):  # type: ignore[no-untyped-def]
+def make_env(
+    cfg: Config, device: torch.device, num_envs: int | None = None, seed: int | None = None
+):  # type: ignore[no-untyped-def]
     """Build the batched env ``cfg.env`` describes, on ``device``."""
     e = cfg.env
     n = num_envs or e.num_envs
@@ -105,7 +107,9 @@ def check_compatible(data: dict[str, Any], env: Any, agent: torch.nn.Module) -> 
     """Refuse a checkpoint whose spaces or network differ, naming the mismatch."""
     saved_obs = tuple(data.get("obs_shape", ()))
     if saved_obs != tuple(env.obs_shape):
-        raise UsageError(f"checkpoint obs shape {saved_obs} != env obs shape {tuple(env.obs_shape)}")
+        raise UsageError(
+            f"checkpoint obs shape {saved_obs} != env obs shape {tuple(env.obs_shape)}"
+        )
     if data.get("num_actions") != env.num_actions:
         raise UsageError(
             f"checkpoint has {data.get('num_actions')} actions, env has {env.num_actions}"
@@ -113,7 +117,9 @@ def check_compatible(data: dict[str, Any], env: Any, agent: torch.nn.Module) -> 
     own = agent.state_dict()
     for key, value in data["agent"].items():
         if key not in own:
-            raise UsageError(f"checkpoint has parameter {key!r} that this agent lacks (different core?)")
+            raise UsageError(
+                f"checkpoint has parameter {key!r} that this agent lacks (different core?)"
+            )
         if tuple(own[key].shape) != tuple(value.shape):
             raise UsageError(
                 f"checkpoint parameter {key!r} has shape {tuple(value.shape)}, this agent "
@@ -152,7 +158,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if run_dir.is_file():
             run_dir = run_dir.parent
     else:
-        cfg = build_config(args.config, args.overrides, base=None if args.config else DEFAULT_CONFIG)
+        cfg = build_config(
+            args.config, args.overrides, base=None if args.config else DEFAULT_CONFIG
+        )
         data = None
     device = setup_torch(cfg)
     env = make_env(cfg, device)
@@ -198,8 +206,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.path)
     out_dir = path if path.is_dir() else path.parent
     report = {k: v for k, v in result.items() if k not in ("returns", "lengths")}
-    report.update({"env": cfg.env.id, "greedy": args.greedy, "checkpoint_step": data["global_step"]})
-    (out_dir / "eval.json").write_text(json.dumps({**report, "returns": result["returns"]}, indent=2))
+    report.update(
+        {"env": cfg.env.id, "greedy": args.greedy, "checkpoint_step": data["global_step"]}
+    )
+    (out_dir / "eval.json").write_text(
+        json.dumps({**report, "returns": result["returns"]}, indent=2)
+    )
     print(
         f"{cfg.env.id}: {result['episodes']} episodes, return {result['mean_return']:.4f} "
         f"+- {result['std_return']:.4f}, length {result['mean_length']:.1f} "
@@ -213,7 +225,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "memory":
         from envs.memory import bench as memory_bench
 
-        devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = (
+            [args.device]
+            if args.device
+            else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        )
         rows = memory_bench.bench(args.tasks, args.sizes, devices, args.seconds)
         print(memory_bench.format_table(rows))
         return 0
@@ -227,13 +243,15 @@ def _timestamp() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlstm", description="Recurrent PPO for memory tasks and Atari.")
+    parser = argparse.ArgumentParser(
+        prog="rlstm", description="Recurrent PPO for memory tasks and Atari."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
         "train",
         help="train an agent",
-        description="Train recurrent PPO. Settings: defaults < CONFIG (YAML) < key=value overrides.",
+        description="Train recurrent PPO. Settings: defaults < CONFIG < key=value overrides.",
         epilog="options (section.key=default):\n" + help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -253,9 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bench.add_argument("target", choices=["memory"])
-    bench.add_argument("--tasks", nargs="+", default=["RepeatFirstEasy", "RepeatPreviousEasy", "AutoencodeEasy", "CountRecallEasy"])
+    bench.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["RepeatFirstEasy", "RepeatPreviousEasy", "AutoencodeEasy", "CountRecallEasy"],
+    )
     bench.add_argument("--sizes", nargs="+", type=int, default=[1024, 16384, 65536])
-    bench.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)")
+    bench.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)"
+    )
     bench.add_argument("--seconds", type=float, default=2.0)
     bench.set_defaults(func=cmd_bench)
     return parser

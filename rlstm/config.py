@@ -56,9 +56,13 @@ class EnvConfig:
         default="none",
     )
     clip_rewards: bool = doc("Atari: train on sign-clipped rewards (scores stay raw)", default=True)
-    flicker: float = doc("Atari: probability of blanking each frame (Flickering Atari)", default=0.0)
+    flicker: float = doc(
+        "Atari: probability of blanking each frame (Flickering Atari)", default=0.0
+    )
     stack_num: int = doc("Atari: frames stacked per obs (1: the LSTM infers motion)", default=1)
-    max_episode_steps: int = doc("Atari: truncate episodes after this many agent steps", default=27000)
+    max_episode_steps: int = doc(
+        "Atari: truncate episodes after this many agent steps", default=27000
+    )
     num_threads: int = doc("Atari: emulator threads (0 = one per env, capped by cores)", default=0)
 
 
@@ -87,7 +91,9 @@ class PPOConfig:
     ent_coef: float = doc("entropy bonus coefficient", default=0.01)
     vf_coef: float = doc("value loss coefficient", default=0.5)
     max_grad_norm: float = doc("global gradient norm clip", default=0.5)
-    target_kl: float | None = doc("stop the epochs early past this approx KL (null = off)", default=None)
+    target_kl: float | None = doc(
+        "stop the epochs early past this approx KL (null = off)", default=None
+    )
     norm_adv: bool = doc("normalise advantages per minibatch", default=True)
     bptt_len: int = doc("truncated BPTT chunk length (L); num_steps must be a multiple", default=32)
     burn_in: int = doc(
@@ -115,10 +121,14 @@ class PPOConfig:
 class RunConfig:
     seed: int = doc("seed for torch and the envs", default=1)
     device: str = doc("auto (cuda when present) | cpu | cuda | cuda:N", default="auto")
-    run_name: str = doc("run directory name under out_dir (default: <env>__<seed>__<time>)", default="")
+    run_name: str = doc(
+        "run directory name under out_dir (default: <env>__<seed>__<time>)", default=""
+    )
     out_dir: str = doc("parent directory of run directories", default="runs")
     checkpoint_every: int = doc("checkpoint every N iterations (0 = only at the end)", default=25)
-    torch_deterministic: bool = doc("deterministic torch kernels (cudnn.deterministic)", default=True)
+    torch_deterministic: bool = doc(
+        "deterministic torch kernels (cudnn.deterministic)", default=True
+    )
     torch_threads: int = doc("CPU threads for torch (0 = torch's default)", default=0)
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
 
@@ -218,12 +228,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 def _apply(cfg: Config, section: str, key: str, value: Any) -> None:
     full = f"{section}.{key}"
     if section not in SECTIONS:
-        raise ConfigError(f"unknown section {section!r} in {full!r}; sections: {', '.join(SECTIONS)}")
+        raise ConfigError(
+            f"unknown section {section!r} in {full!r}; sections: {', '.join(SECTIONS)}"
+        )
     types_ = _field_types(SECTIONS[section])
     if key not in types_:
-        raise ConfigError(
-            f"unknown key {full!r}; keys of {section}: {', '.join(sorted(types_))}"
-        )
+        raise ConfigError(f"unknown key {full!r}; keys of {section}: {', '.join(sorted(types_))}")
     setattr(getattr(cfg, section), key, _coerce(full, value, types_[key]))
 
 
@@ -239,7 +249,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -348,7 +360,9 @@ def validate(cfg: Config) -> None:
     if not e.id:
         raise ConfigError("env.id is empty")
     if p.num_steps % p.bptt_len:
-        raise ConfigError(f"ppo.num_steps={p.num_steps} is not a multiple of ppo.bptt_len={p.bptt_len}")
+        raise ConfigError(
+            f"ppo.num_steps={p.num_steps} is not a multiple of ppo.bptt_len={p.bptt_len}"
+        )
     if cfg.num_chunks % p.num_minibatches:
         raise ConfigError(
             f"ppo.num_minibatches={p.num_minibatches} does not divide the "
@@ -363,7 +377,9 @@ def validate(cfg: Config) -> None:
     if p.burn_in >= p.num_steps:
         raise ConfigError(f"ppo.burn_in={p.burn_in} must be < ppo.num_steps={p.num_steps}")
     if a.core == "none" and (p.burn_in or p.state_refresh != "none"):
-        raise ConfigError("agent.core=none has no state: ppo.burn_in and ppo.state_refresh must be off")
+        raise ConfigError(
+            "agent.core=none has no state: ppo.burn_in and ppo.state_refresh must be off"
+        )
     if p.total_timesteps < cfg.batch_size:
         raise ConfigError(
             f"ppo.total_timesteps={p.total_timesteps} is less than one iteration "
@@ -381,7 +397,9 @@ def help_text() -> str:
     for section, cls in SECTIONS.items():
         lines.append(f"{section}:")
         for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
             lines.append(f"  {section}.{f.name}={default!r}")
             lines.append(f"      {f.metadata['doc']}")
     return "\n".join(lines)

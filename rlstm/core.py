@@ -124,7 +124,9 @@ class RecurrentCore(nn.Module):
         flat_out = out[offset, seg_id]  # (M*L, H)
         # The final state of a column is that of its last segment.
         last_segment = torch.zeros(M, dtype=torch.long, device=x.device)
-        last_segment.scatter_reduce_(0, seg_column, torch.arange(num_segments, device=x.device), "amax")
+        last_segment.scatter_reduce_(
+            0, seg_column, torch.arange(num_segments, device=x.device), "amax"
+        )
         final = seg_final[:, last_segment]
         return flat_out.view(M, L, -1).transpose(0, 1), final
 
@@ -148,8 +150,14 @@ class RecurrentCore(nn.Module):
             i, f, g, o = (x @ w_ih.t() + h @ w_hh.t() + b).chunk(4, dim=-1)
             i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
             c_new = f * c + i * g
-            return {"input": i, "forget": f, "candidate": g, "output": o, "cell": c_new,
-                    "hidden": o * c_new.tanh()}
+            return {
+                "input": i,
+                "forget": f,
+                "candidate": g,
+                "output": o,
+                "cell": c_new,
+                "hidden": o * c_new.tanh(),
+            }
         gi = x @ w_ih.t() + self.rnn.bias_ih_l0
         gh = h @ w_hh.t() + self.rnn.bias_hh_l0
         ir, iz, in_ = gi.chunk(3, dim=-1)

@@ -49,7 +49,7 @@ def evaluate(
             action = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
         obs, _, terminated, truncated, info = env.step(action)
         starts = terminated | truncated
-        done = starts.cpu()
+        done = info.get("episode_done", starts).cpu()
         if done.any():
             ret, length = info["episode_return"].cpu(), info["episode_length"].cpu()
             for i in done.nonzero().flatten().tolist():

@@ -46,7 +46,9 @@ class Logger:
 
     @property
     def mean_return(self) -> float:
-        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else math.nan
+        return (
+            sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else math.nan
+        )
 
     def text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text)

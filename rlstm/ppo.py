@@ -48,7 +48,7 @@ def refresh_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int) -> Tenso
     Runs each block of ``bptt_len`` steps for all envs from the previous block's final state
     (the first from the stored state at step 0). Returns ``(S*l, K*B, H)`` in chunk order.
     """
-    T, B, L = buffer.num_steps, buffer.num_envs, bptt_len
+    T, L = buffer.num_steps, bptt_len
     state = buffer.states[0]
     starts_of_chunks = [state]
     for k in range(T // L - 1):
@@ -174,13 +174,19 @@ def update(
             epoch_kl += stats["approx_kl"]
             steps += 1
         epochs_run += 1
-        if cfg.target_kl is not None and steps and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
+        if (
+            cfg.target_kl is not None
+            and steps
+            and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl
+        ):
             break
 
     result = {key: float(value) / max(steps, 1) for key, value in totals.items()}
     y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
     var_y = y_true.var()
-    result["explained_variance"] = float("nan") if var_y == 0 else float(1 - (y_true - y_pred).var() / var_y)
+    result["explained_variance"] = (
+        float("nan") if var_y == 0 else float(1 - (y_true - y_pred).var() / var_y)
+    )
     result["skipped_updates"] = float(skipped)
     result["applied_updates"] = float(steps)
     result["epochs"] = float(epochs_run)

@@ -59,7 +59,9 @@ def make_run_dir(out_dir: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise ValueError(f"run directory {str(path)!r} cannot be created: {exc.strerror}") from None
+            raise ValueError(
+                f"run directory {str(path)!r} cannot be created: {exc.strerror}"
+            ) from None
     raise ValueError(f"too many runs named {name!r} in {str(out)!r}")
 
 
@@ -199,7 +201,9 @@ class Trainer:
             starts = terminated | truncated
             ep_returns[t] = info["episode_return"]
             ep_lengths[t] = info["episode_length"]
-            ep_done[t] = starts
+            # Atari with life_loss=terminal ends a memory episode per life but reports the
+            # game score only at the real game over.
+            ep_done[t] = info.get("episode_done", starts)
             act_time += t1 - t0
             env_time += t2 - t1
         buf.next_state.copy_(state)
@@ -219,8 +223,14 @@ class Trainer:
             )
             final_values[t_idx, b_idx] = v
         buf.advantages, buf.returns = compute_gae(
-            buf.rewards, buf.values, buf.terminated, buf.truncated, final_values,
-            next_value, p.gamma, p.gae_lambda,
+            buf.rewards,
+            buf.values,
+            buf.terminated,
+            buf.truncated,
+            final_values,
+            next_value,
+            p.gamma,
+            p.gae_lambda,
         )
 
     def train(self, logger: Logger | None = None) -> dict[str, Any]:
@@ -228,7 +238,9 @@ class Trainer:
         num_iterations = cfg.num_iterations
         if logger is None:
             logger = Logger(
-                self.run_dir, num_iterations * cfg.batch_size, cfg.run.progress,
+                self.run_dir,
+                num_iterations * cfg.batch_size,
+                cfg.run.progress,
                 purge_step=self.global_step + 1 if self.iteration else None,
             )
         logger.start_step = self.global_step
@@ -254,15 +266,25 @@ class Trainer:
                 self.global_step += cfg.batch_size
                 self.advantages()
                 t_update = time.perf_counter()
-                stats = update(self.agent, self.params, self.optimizer, self.buffer, p, self.shuffle_gen)
+                stats = update(
+                    self.agent, self.params, self.optimizer, self.buffer, p, self.shuffle_gen
+                )
                 update_time = time.perf_counter() - t_update
                 self.iteration += 1
                 self._log_episodes(logger, ep_returns, ep_lengths, ep_done, step_before)
                 self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
-                for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl",
-                            "clipfrac", "explained_variance", "grad_norm"):
+                for key in (
+                    "policy_loss",
+                    "value_loss",
+                    "entropy",
+                    "old_approx_kl",
+                    "approx_kl",
+                    "clipfrac",
+                    "explained_variance",
+                    "grad_norm",
+                ):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
                 logger.record("charts/learning_rate", self.optimizer.param_groups[0]["lr"])
@@ -279,7 +301,8 @@ class Trainer:
                     path = self.save()
                     raise TrainingStopped(
                         f"stopped by {self._stop_signal} after iteration {self.iteration}; "
-                        f"checkpoint saved to {path}; resume with: rlstm train --resume {self.run_dir}",
+                        f"checkpoint saved to {path}; "
+                        f"resume with: rlstm train --resume {self.run_dir}",
                         exit_code=130 if self._stop_signal == "SIGINT" else 143,
                     )
         finally:
@@ -292,7 +315,9 @@ class Trainer:
             "wall_time": self.elapsed,
             "sps": self.global_step / self.elapsed if self.elapsed > 0 else 0.0,
             "mean_return_last_100": _mean(self.recent_returns),
-            "best_running_mean_return": self.best_mean_return if math.isfinite(self.best_mean_return) else None,
+            "best_running_mean_return": self.best_mean_return
+            if math.isfinite(self.best_mean_return)
+            else None,
             "episodes_in_mean": len(self.recent_returns),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

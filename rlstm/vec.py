@@ -56,8 +56,8 @@ class VecEnv(ABC):
     def step(self, actions: Tensor) -> StepResult:
         """Step every env with ``actions (B,)``; same-step autoreset."""
 
-    def close(self) -> None:
-        """Release native resources (threads, emulators); a no-op for pure-tensor envs."""
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for pure-tensor envs
+        """Release native resources (threads, emulators)."""
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__} cannot save its state")
@@ -77,7 +77,11 @@ class VecEnv(ABC):
             raise ValueError(
                 f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
             )
-        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+        if (
+            actions.dtype.is_floating_point
+            or actions.dtype.is_complex
+            or actions.dtype == torch.bool
+        ):
             raise ValueError(f"actions must have an integer dtype, got {actions.dtype}")
         if actions.device != self.device:
             actions = actions.to(self.device)

@@ -32,7 +32,7 @@ for _batched, _twin in PAIRS:
 
 
 def gym_id(name: str) -> str:
-    """The gymnasium id of a registered task name: ``RepeatFirstEasy -> rlstm/RepeatFirstEasy-v0``."""
+    """The gymnasium id of a task name: ``RepeatFirstEasy -> rlstm/RepeatFirstEasy-v0``."""
     return f"rlstm/{name}-v0"
 
 

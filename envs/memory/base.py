@@ -118,9 +118,11 @@ class MemoryTask(VecEnv):
     def randint(self, low: int | Tensor, high: int | Tensor, shape: tuple[int, ...]) -> Tensor:
         """Integers in [low, high) (bounds may be per-env tensors), from this env's generator."""
         u = self.rand(*shape)
-        return (low + (u * (high - low)).floor()).long() if isinstance(low, Tensor) or isinstance(
-            high, Tensor
-        ) else torch.randint(low, high, shape, generator=self.generator, device=self.device)
+        return (
+            (low + (u * (high - low)).floor()).long()
+            if isinstance(low, Tensor) or isinstance(high, Tensor)
+            else torch.randint(low, high, shape, generator=self.generator, device=self.device)
+        )
 
     def shuffled(self, rows: int, n: int) -> Tensor:
         """``rows`` independent uniform permutations of ``range(n)``, shape ``(rows, n)``."""
@@ -180,7 +182,8 @@ class MemoryTask(VecEnv):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state["tensors"].items():
-            setattr(self, key, value.to(self.device))
+            # a copy: the envs may update state in place, which must not alter ``state``
+            setattr(self, key, value.to(self.device, copy=True))
         self._stats.load_state_dict(state["stats"])
         self.generator.set_state(state["generator"])
 

@@ -131,7 +131,7 @@ class CountABGym(MemoryTaskGym):
 
     def _new_episode(self, content: dict[str, Any] | None) -> None:
         if content is None:
-            n = self.np_random.integers(1, self.n_max + 1)
+            n = np.asarray(self.np_random.integers(1, self.n_max + 1))
         else:
             n = take_content_np(content, "n", (), 1, self.n_max)
         self.content = {"n": np.asarray(n, dtype=np.int64)}
@@ -366,8 +366,8 @@ class RememberABGym(MemoryTaskGym):
 
     def _new_episode(self, content: dict[str, Any] | None) -> None:
         if content is None:
-            cue = self.np_random.integers(0, 2)
-            k = self.np_random.integers(self.k_min, self.k_max + 1)
+            cue = np.asarray(self.np_random.integers(0, 2))
+            k = np.asarray(self.np_random.integers(self.k_min, self.k_max + 1))
         else:
             cue = take_content_np(content, "cue", (), 0, 1)
             k = take_content_np(content, "k", (), self.k_min, self.k_max)

@@ -1,5 +1,582 @@
-"""Memory tasks (placeholder until implemented)."""
+"""Tier A: the POPGym diagnostic card tasks (spec: shared MEMORY_TASKS.md, section A).
+
+- :class:`RepeatFirst`: answer the suit of the first card dealt, at every step.
+- :class:`RepeatPrevious`: answer the suit of the card seen ``k - 1`` steps before this one.
+- :class:`Autoencode`: watch a deck, then recall its suits in reverse order.
+- :class:`CountRecall`: answer how many dealt cards so far share the previous query's class.
+
+Semantics follow POPGym 1.0.7 (``popgym.envs.repeat_first`` etc.) step for step; the tests
+play injected decks through POPGym's own classes and compare every observation and reward.
+A card index ``i`` of an ``N = 52 * num_decks`` deck has suit ``i % 4``, colour ``i % 2`` and
+rank ``(i % 52) // 4`` (``popgym.core.deck``). Episode content is the deal order: ``deck[j]``
+is the card index dealt ``j``-th (POPGym deals from the end of its shuffled index array).
+
+The batched envs never shuffle a deck. A task only observes each card's class (suit,
+colour or rank), and the class sequence of a uniformly shuffled deck has the law of drawing
+each next class with probability ``remaining[k] / remaining.sum()`` (sequential
+multivariate hypergeometric), so each env keeps its remaining per-class counts ``(K,)`` and
+draws one class per step by inverse CDF; starting an episode resets ``K`` counts instead
+of shuffling ``N`` cards. Injected decks are replayed from a stored class sequence for the
+episode they start; later episodes draw lazily again.
+
+The gym twins shuffle with ``self.np_random`` exactly as POPGym does (``arange(N)`` shuffled
+in place, dealt from the end), so a twin reset with seed ``s`` deals the same cards as the
+POPGym env reset with seed ``s``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
 
 from envs.memory.base import MemoryTask, MemoryTaskGym
 
-TASKS: list[tuple[type[MemoryTask], type[MemoryTaskGym]]] = []
+DECK_SIZE = 52
+NUM_SUITS = 4
+DECK_TYPES = ("colors", "suits", "ranks")
+
+
+def card_classes(deck_type: str, num_cards: int) -> np.ndarray:
+    """Class of every card index ``0..num_cards-1``, shape ``(num_cards,)`` int64.
+
+    ``deck_type`` is POPGym's: ``colors`` (``i % 2``), ``suits`` (``i % 4``) or ``ranks``
+    (``(i % 52) // 4``).
+    """
+    idx = np.arange(num_cards, dtype=np.int64)
+    if deck_type == "colors":
+        return idx % 2
+    if deck_type == "suits":
+        return idx % NUM_SUITS
+    if deck_type == "ranks":
+        return (idx % DECK_SIZE) // NUM_SUITS
+    raise ValueError(f"deck_type must be one of {DECK_TYPES}, got {deck_type!r}")
+
+
+def check_num_decks(num_decks: Any) -> int:
+    """``num_decks`` as a positive int; ``ValueError`` naming it otherwise."""
+    if isinstance(num_decks, bool) or not isinstance(num_decks, (int, np.integer)):
+        raise ValueError(f"num_decks must be an int, got {num_decks!r}")
+    if num_decks < 1:
+        raise ValueError(f"num_decks must be >= 1, got {num_decks}")
+    return int(num_decks)
+
+
+def check_k(k: Any, num_cards: int) -> int:
+    """RepeatPrevious's lag ``k`` as an int in ``[1, num_cards - 1]``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an int, got {k!r}")
+    if not 1 <= k < num_cards:
+        raise ValueError(f"k must lie in [1, {num_cards - 1}] for {num_cards} cards, got {k}")
+    return int(k)
+
+
+# -- shared batched machinery ---------------------------------------------------------------
+
+
+class CardTask(MemoryTask):
+    """Batched base of the card tasks: ``D`` lazily dealt decks per env (``D`` = number of
+    ``content_keys``), each tracked as remaining per-class counts.
+
+    State: ``_counts (B, D, K)`` float32 remaining cards per class; ``_cards (B, D)`` int64
+    class of each deck's current (last dealt) card; ``_replay (B, D, N)`` int64 injected
+    class sequences and ``_replay_on (B,)`` bool envs whose episode replays them.
+    """
+
+    content_keys: ClassVar[tuple[str, ...]] = ("deck",)
+
+    num_cards: int
+    num_classes: int
+
+    def _setup_deck(self, num_decks: int, deck_type: str) -> None:
+        """Allocate the dealing state for ``num_decks`` decks sorted into ``deck_type``."""
+        self.num_cards = DECK_SIZE * check_num_decks(num_decks)
+        classes = card_classes(deck_type, self.num_cards)
+        K, B, D, dev = int(classes.max()) + 1, self.num_envs, len(self.content_keys), self.device
+        self.num_classes = K
+        self._class_of = torch.as_tensor(classes, device=dev)
+        eye = torch.eye(K, device=dev)
+        # row k: the remaining counts of a full deck after dealing a first card of class k
+        self._fresh = self.num_cards // K - eye
+        self._eye = eye
+        self._counts = torch.zeros(B, D, K, device=dev)
+        self._cards = torch.zeros(B, D, dtype=torch.long, device=dev)
+        self._minus_one = torch.full((B, D, 1), -1.0, device=dev)
+        self._replay = torch.zeros(B, D, 0, dtype=torch.long, device=dev)
+        self._replay_on = torch.zeros(B, dtype=torch.bool, device=dev)
+        # host-side mirror of ``_replay_on.any()`` (kept without syncs): skips replay work
+        self._replaying = False
+
+    def _take_decks(self, content: dict[str, Tensor]) -> Tensor:
+        """Injected decks ``content[key] (B, N)`` -> their class sequences ``(B, D, N)``.
+
+        Runs only on a reset with content, so the permutation check may sync.
+        """
+        B, N = self.num_envs, self.num_cards
+        missing = [key for key in self.content_keys if key not in content]
+        if missing:
+            raise ValueError(f"content is missing {missing}; got keys {sorted(content)}")
+        decks = []
+        for key in self.content_keys:
+            deck = content[key]
+            if tuple(deck.shape) != (B, N):
+                raise ValueError(
+                    f"content[{key!r}] must have shape ({B}, {N}), got {tuple(deck.shape)}"
+                )
+            if deck.dtype.is_floating_point or deck.dtype == torch.bool:
+                raise ValueError(f"content[{key!r}] must hold card indices, got {deck.dtype}")
+            deck = deck.long()
+            sorted_ = deck.sort(dim=1).values
+            bad = (sorted_ != torch.arange(N, device=self.device)).any(dim=1)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"content[{key!r}][{row}] must be a permutation of 0..{N - 1}, "
+                    f"got {deck[row].tolist()}"
+                )
+            decks.append(self._class_of[deck])
+        return torch.stack(decks, dim=1)
+
+    def _deal_first(self, mask: Tensor, content: dict[str, Tensor] | None) -> Tensor:
+        """Start fresh decks where ``mask (B,)``; return the first cards' classes ``(B, D)``.
+
+        Only rows where ``mask`` are meaningful. The first card of a shuffled deck is
+        uniform over the classes (every class is equally represented in a deck).
+        """
+        if content is not None:
+            self._replay = self._take_decks(content)
+            self._replay_on.fill_(True)
+            first = self._replay[:, :, 0]
+        else:
+            first = torch.randint(
+                0, self.num_classes, self._cards.shape, generator=self.generator,
+                device=self.device,
+            )  # fmt: skip
+            if self._replaying:
+                self._replay_on &= ~mask
+        fresh = self._fresh.index_select(0, first.view(-1)).view(self._counts.shape)
+        self._counts = torch.where(mask[:, None, None], fresh, self._counts)
+        self._cards = torch.where(mask[:, None], first, self._cards)
+        return first
+
+    def _deal(self) -> Tensor:
+        """Deal the next card of every deck; return its class ``(B, D)`` (also ``_cards``)."""
+        cum = self._counts.cumsum(dim=2)  # (B, D, K)
+        remaining = cum[:, :, -1:]
+        # class k is dealt when cum[k-1] <= u * remaining < cum[k]: probability counts[k] / sum.
+        # Comparing with cum[:K-1] only keeps cls <= K-1 even for an empty deck (Autoencode's
+        # recall phase draws from one; those cards are never shown). Cheaper than
+        # searchsorted on CPU.
+        thr = torch.rand(remaining.shape, generator=self.generator, device=self.device)
+        cls = (cum[:, :, :-1] <= thr.mul_(remaining)).sum(dim=2, keepdim=True)  # (B, D, 1)
+        if self._replaying:
+            pos = (self.num_cards - remaining).long().clamp_(0, self.num_cards - 1)
+            cls = torch.where(self._replay_on[:, None, None], self._replay.gather(2, pos), cls)
+        self._counts.scatter_add_(2, cls, self._minus_one)
+        self._cards = cls[:, :, 0]
+        return self._cards
+
+    def reset(self, seed: int | None = None, *, content: dict[str, Any] | None = None) -> Tensor:
+        obs = super().reset(seed, content=content)
+        self._replaying = content is not None
+        return obs
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._replaying = bool(self._replay_on.any())
+
+
+class CardTaskGym(MemoryTaskGym):
+    """NumPy twin base: decks are shuffled like POPGym's ``Deck.reset(rng=np_random)``."""
+
+    content_keys: ClassVar[tuple[str, ...]] = ("deck",)
+
+    num_cards: int
+
+    def _new_decks(self, content: dict[str, Any] | None) -> list[np.ndarray]:
+        """The deal order of each deck ``(N,)`` (sampled, or taken from ``content``); sets
+        ``self.content``."""
+        N = self.num_cards
+        decks = []
+        for key in self.content_keys:
+            if content is None:
+                # POPGym: idx = arange(N); rng.shuffle(idx); cards are dealt from the end
+                idx = np.arange(N)
+                self.np_random.shuffle(idx)
+                deck = idx[::-1].copy()
+            else:
+                if key not in content:
+                    raise ValueError(f"content is missing {key!r}; got keys {sorted(content)}")
+                deck = np.asarray(content[key])
+                if deck.dtype.kind not in "iu":
+                    raise ValueError(f"content[{key!r}] must hold card indices, got {deck.dtype}")
+                if deck.shape != (N,):
+                    raise ValueError(f"content[{key!r}] must have shape ({N},), got {deck.shape}")
+                if not np.array_equal(np.sort(deck), np.arange(N)):
+                    raise ValueError(
+                        f"content[{key!r}] must be a permutation of 0..{N - 1}, got {deck}"
+                    )
+                deck = deck.astype(np.int64)
+            decks.append(deck)
+        self.content = dict(zip(self.content_keys, decks))
+        return decks
+
+
+def _one_hot(index: int, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=np.float32)
+    out[index] = 1.0
+    return out
+
+
+# -- RepeatFirst -----------------------------------------------------------------------------
+
+
+class RepeatFirst(CardTask):
+    """Observe the current card's suit ``(4,)``; answer the first card's suit every step.
+
+    Reward ``+-1/(N-1)`` per step; ``N - 1`` steps (``popgym.envs.repeat_first``).
+    """
+
+    name = "RepeatFirst"
+    difficulties: ClassVar[dict[str, dict[str, Any]]] = {
+        "Easy": {"num_decks": 1},
+        "Medium": {"num_decks": 8},
+        "Hard": {"num_decks": 16},
+    }
+    random_return: ClassVar[dict[str, float]] = {"Easy": -0.5, "Medium": -0.5, "Hard": -0.5}
+    oracle_return: ClassVar[dict[str, float]] = {"Easy": 1.0, "Medium": 1.0, "Hard": 1.0}
+
+    def _setup(self, num_decks: int = 1) -> None:
+        self._setup_deck(num_decks, "suits")
+        self.task_obs_dim = NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = self.num_cards - 1
+        self._scale = 1.0 / (self.num_cards - 1)
+        self._first = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+
+    def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
+        first = self._deal_first(mask, content)[:, 0]
+        self._first = torch.where(mask, first, self._first)
+        self._t.masked_fill_(mask, 0)
+
+    def _observe(self) -> Tensor:
+        return self._eye.index_select(0, self._cards[:, 0])
+
+    def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        reward = torch.where(actions == self._first, self._scale, -self._scale)
+        self._t += 1
+        terminated = self._t == self.max_episode_steps
+        self._deal()
+        return reward, terminated, torch.zeros_like(terminated)
+
+    def oracle(self) -> Tensor:
+        return self._first.clone()
+
+
+class RepeatFirstGym(CardTaskGym):
+    """NumPy twin of :class:`RepeatFirst`."""
+
+    def _setup(self, num_decks: int = 1) -> None:
+        self.num_cards = DECK_SIZE * check_num_decks(num_decks)
+        self.task_obs_dim = NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = self.num_cards - 1
+
+    def _new_episode(self, content: dict[str, Any] | None) -> None:
+        (deck,) = self._new_decks(content)
+        self._suits = deck % NUM_SUITS
+        self._t = 0
+
+    def _observe(self) -> np.ndarray:
+        return _one_hot(self._suits[self._t], NUM_SUITS)
+
+    def _transition(self, action: int) -> tuple[float, bool, bool]:
+        scale = 1.0 / (self.num_cards - 1)
+        reward = scale if action == self._suits[0] else -scale
+        self._t += 1
+        return reward, self._t == self.num_cards - 1, False
+
+
+# -- RepeatPrevious --------------------------------------------------------------------------
+
+
+class RepeatPrevious(CardTask):
+    """Observe the current card's suit ``(4,)``; answer the suit of the card seen ``k - 1``
+    steps before the current one.
+
+    Reward 0 until ``k`` cards are seen, then ``+-1/(N-k)``; ``N - 1`` steps
+    (``popgym.envs.repeat_previous``). The last ``k`` suits live in a ring buffer
+    ``_ring (B, k)``: the card at deal position ``p`` sits in slot ``p % k``.
+    """
+
+    name = "RepeatPrevious"
+    difficulties: ClassVar[dict[str, dict[str, Any]]] = {
+        "Easy": {"num_decks": 1, "k": 4},
+        "Medium": {"num_decks": 2, "k": 32},
+        "Hard": {"num_decks": 3, "k": 64},
+    }
+    random_return: ClassVar[dict[str, float]] = {"Easy": -0.5, "Medium": -0.5, "Hard": -0.5}
+    oracle_return: ClassVar[dict[str, float]] = {"Easy": 1.0, "Medium": 1.0, "Hard": 1.0}
+
+    def _setup(self, num_decks: int = 1, k: int = 4) -> None:
+        self._setup_deck(num_decks, "suits")
+        self.k = check_k(k, self.num_cards)
+        self.task_obs_dim = NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = self.num_cards - 1
+        self._scale = 1.0 / (self.num_cards - self.k)
+        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._ring = torch.zeros(self.num_envs, self.k, dtype=torch.long, device=self.device)
+
+    def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
+        first = self._deal_first(mask, content)[:, 0]
+        self._ring[:, 0] = torch.where(mask, first, self._ring[:, 0])
+        self._t.masked_fill_(mask, 0)
+
+    def _observe(self) -> Tensor:
+        return self._eye.index_select(0, self._cards[:, 0])
+
+    def _target(self, slot: Tensor) -> Tensor:
+        return self._ring.gather(1, slot)[:, 0]
+
+    def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # this step's t (1-based) = cards seen; the target card (deal position t - k) and
+        # the card dealt now (position t) share slot t % k: read, then overwrite
+        self._t += 1
+        slot = (self._t % self.k)[:, None]
+        hit = actions == self._target(slot)
+        reward = torch.where(hit, self._scale, -self._scale).mul_(self._t >= self.k)
+        terminated = self._t == self.max_episode_steps
+        self._ring.scatter_(1, slot, self._deal())
+        return reward, terminated, torch.zeros_like(terminated)
+
+    def oracle(self) -> Tensor:
+        return self._target(((self._t + 1) % self.k)[:, None])
+
+
+class RepeatPreviousGym(CardTaskGym):
+    """NumPy twin of :class:`RepeatPrevious`."""
+
+    def _setup(self, num_decks: int = 1, k: int = 4) -> None:
+        self.num_cards = DECK_SIZE * check_num_decks(num_decks)
+        self.k = check_k(k, self.num_cards)
+        self.task_obs_dim = NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = self.num_cards - 1
+
+    def _new_episode(self, content: dict[str, Any] | None) -> None:
+        (deck,) = self._new_decks(content)
+        self._suits = deck % NUM_SUITS
+        self._seen = 1  # cards dealt so far; the current card is _suits[_seen - 1]
+
+    def _observe(self) -> np.ndarray:
+        return _one_hot(self._suits[self._seen - 1], NUM_SUITS)
+
+    def _transition(self, action: int) -> tuple[float, bool, bool]:
+        reward = 0.0
+        if self._seen >= self.k:
+            scale = 1.0 / (self.num_cards - self.k)
+            reward = scale if action == self._suits[self._seen - self.k] else -scale
+        self._seen += 1
+        return reward, self._seen == self.num_cards, False
+
+
+# -- Autoencode ------------------------------------------------------------------------------
+
+
+class Autoencode(CardTask):
+    """Watch ``N`` cards, then recall their suits in reverse order.
+
+    Observation ``(5,)``: watch flag, then a suit one-hot. As in ``popgym.envs.autoencode``
+    the flag drops to 0 already on the last watched card, and every recall step shows suit 0
+    (POPGym observes ``(0, 0)`` there). Reward 0 for the ``N - 1`` watch steps, then
+    ``+-1/N`` for each of ``N`` recall steps; ``2N - 1`` steps. Suits dealt so far are kept
+    in ``_hist (B, N + 1)`` by deal position; column ``N`` is a sink for the recall phase.
+    """
+
+    name = "Autoencode"
+    difficulties: ClassVar[dict[str, dict[str, Any]]] = {
+        "Easy": {"num_decks": 1},
+        "Medium": {"num_decks": 2},
+        "Hard": {"num_decks": 3},
+    }
+    random_return: ClassVar[dict[str, float]] = {"Easy": -0.5, "Medium": -0.5, "Hard": -0.5}
+    oracle_return: ClassVar[dict[str, float]] = {"Easy": 1.0, "Medium": 1.0, "Hard": 1.0}
+
+    def _setup(self, num_decks: int = 1) -> None:
+        self._setup_deck(num_decks, "suits")
+        N, B, dev = self.num_cards, self.num_envs, self.device
+        self.task_obs_dim = 1 + NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = 2 * N - 1
+        self._scale = 1.0 / N
+        self._t = torch.zeros(B, dtype=torch.long, device=dev)
+        self._hist = torch.zeros(B, N + 1, dtype=torch.long, device=dev)
+        # obs row by code: 0..3 watching suit s, 4..7 flag off with suit s - 4
+        table = torch.zeros(2 * NUM_SUITS, 1 + NUM_SUITS, device=dev)
+        table[:NUM_SUITS, 0] = 1.0
+        table[:, 1:] = torch.eye(NUM_SUITS, device=dev).repeat(2, 1)
+        self._obs_table = table
+        self._code = torch.zeros(B, dtype=torch.long, device=dev)
+
+    def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
+        first = self._deal_first(mask, content)[:, 0]
+        self._hist[:, 0] = torch.where(mask, first, self._hist[:, 0])
+        self._code = torch.where(mask, first, self._code)
+        self._t.masked_fill_(mask, 0)
+
+    def _observe(self) -> Tensor:
+        return self._obs_table.index_select(0, self._code)
+
+    def _target(self, t: Tensor) -> Tensor:
+        """Suit to recall on the step after ``t`` steps: deal position ``2N - 2 - t``."""
+        pos = (2 * self.num_cards - 2 - t).clamp_(max=self.num_cards)
+        return self._hist.gather(1, pos[:, None])[:, 0]
+
+    def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        N = self.num_cards
+        recalling = self._t >= N - 1
+        hit = actions == self._target(self._t)
+        reward = torch.where(hit, self._scale, -self._scale).mul_(recalling)
+        self._t += 1
+        terminated = self._t == self.max_episode_steps
+        card = self._deal()[:, 0]
+        self._hist.scatter_(1, self._t.clamp(max=N)[:, None], card[:, None])
+        # watching (t < N-1): code = suit; last card (t == N-1): 4 + suit; recall: 4 (suit 0)
+        self._code = torch.where(self._t < N, card, 0).add_(self._t >= N - 1, alpha=NUM_SUITS)
+        return reward, terminated, torch.zeros_like(terminated)
+
+    def oracle(self) -> Tensor:
+        return self._target(self._t)
+
+
+class AutoencodeGym(CardTaskGym):
+    """NumPy twin of :class:`Autoencode`."""
+
+    def _setup(self, num_decks: int = 1) -> None:
+        self.num_cards = DECK_SIZE * check_num_decks(num_decks)
+        self.task_obs_dim = 1 + NUM_SUITS
+        self.num_actions = NUM_SUITS
+        self.max_episode_steps = 2 * self.num_cards - 1
+
+    def _new_episode(self, content: dict[str, Any] | None) -> None:
+        (deck,) = self._new_decks(content)
+        self._suits = deck % NUM_SUITS
+        self._t = 0  # steps taken
+
+    def _observe(self) -> np.ndarray:
+        N = self.num_cards
+        watching = float(self._t < N - 1)
+        suit = self._suits[self._t] if self._t < N else 0
+        return np.concatenate([[watching], _one_hot(suit, NUM_SUITS)]).astype(np.float32)
+
+    def _transition(self, action: int) -> tuple[float, bool, bool]:
+        N = self.num_cards
+        reward = 0.0
+        if self._t >= N - 1:
+            # the j-th recall step (j = t - N + 2) asks for deal position N - j
+            reward = 1.0 / N if action == self._suits[2 * N - 2 - self._t] else -1.0 / N
+        self._t += 1
+        return reward, self._t == 2 * N - 1, False
+
+
+# -- CountRecall -----------------------------------------------------------------------------
+
+
+class CountRecall(CardTask):
+    """Observe (class of the dealt card, class of the query card) as two one-hots ``(2K,)``;
+    answer how many dealt cards so far have the previous query's class.
+
+    Two independent decks (dealt, query); classes are colours / suits / ranks. Actions
+    ``0..N/K``; reward ``+-1/(N-1)``; ``N - 1`` steps (``popgym.envs.count_recall``).
+    The count dealt so far of class ``q`` is ``N/K - _counts[:, 0, q]``.
+    """
+
+    name = "CountRecall"
+    content_keys = ("value_deck", "query_deck")
+    difficulties: ClassVar[dict[str, dict[str, Any]]] = {
+        "Easy": {"num_decks": 1, "deck_type": "colors"},
+        "Medium": {"num_decks": 2, "deck_type": "suits"},
+        "Hard": {"num_decks": 4, "deck_type": "ranks"},
+    }
+    # uniform random answers are right w.p. 1/(N/K + 1): -25/27, -25/27, -15/17; POPGym
+    # agrees (-0.928, -0.925, -0.882 over 300 episodes); MEMORY_TASKS.md says -0.92/-0.93/-0.89
+    random_return: ClassVar[dict[str, float]] = {
+        "Easy": -25 / 27,
+        "Medium": -25 / 27,
+        "Hard": -15 / 17,
+    }
+    oracle_return: ClassVar[dict[str, float]] = {"Easy": 1.0, "Medium": 1.0, "Hard": 1.0}
+
+    def _setup(self, num_decks: int = 1, deck_type: str = "colors") -> None:
+        self._setup_deck(num_decks, deck_type)
+        K = self.num_classes
+        self.deck_type = deck_type
+        self.task_obs_dim = 2 * K
+        self.num_actions = self.num_cards // K + 1
+        self.max_episode_steps = self.num_cards - 1
+        self._scale = 1.0 / (self.num_cards - 1)
+        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+
+    def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
+        self._deal_first(mask, content)
+        self._t.masked_fill_(mask, 0)
+
+    def _observe(self) -> Tensor:
+        cards = self._cards.view(-1)
+        return self._eye.index_select(0, cards).view(self.num_envs, self.task_obs_dim)
+
+    def oracle(self) -> Tensor:
+        left = self._counts[:, 0].gather(1, self._cards[:, 1:])[:, 0]
+        return (self.num_cards // self.num_classes - left).long()
+
+    def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        reward = torch.where(actions == self.oracle(), self._scale, -self._scale)
+        self._t += 1
+        terminated = self._t == self.max_episode_steps
+        self._deal()
+        return reward, terminated, torch.zeros_like(terminated)
+
+
+class CountRecallGym(CardTaskGym):
+    """NumPy twin of :class:`CountRecall`."""
+
+    content_keys = ("value_deck", "query_deck")
+
+    def _setup(self, num_decks: int = 1, deck_type: str = "colors") -> None:
+        self.num_cards = DECK_SIZE * check_num_decks(num_decks)
+        self._class_of = card_classes(deck_type, self.num_cards)
+        self.num_classes = int(self._class_of.max()) + 1
+        self.task_obs_dim = 2 * self.num_classes
+        self.num_actions = self.num_cards // self.num_classes + 1
+        self.max_episode_steps = self.num_cards - 1
+
+    def _new_episode(self, content: dict[str, Any] | None) -> None:
+        values, queries = self._new_decks(content)
+        self._values = self._class_of[values]
+        self._queries = self._class_of[queries]
+        self._t = 0  # steps taken; the current cards are at deal position t
+
+    def _observe(self) -> np.ndarray:
+        K = self.num_classes
+        value, query = self._values[self._t], self._queries[self._t]
+        return np.concatenate([_one_hot(value, K), _one_hot(query, K)])
+
+    def _transition(self, action: int) -> tuple[float, bool, bool]:
+        seen = self._values[: self._t + 1]
+        count = int(np.count_nonzero(seen == self._queries[self._t]))
+        scale = 1.0 / (self.num_cards - 1)
+        reward = scale if action == count else -scale
+        self._t += 1
+        return reward, self._t == self.num_cards - 1, False
+
+
+TASKS: list[tuple[type[MemoryTask], type[MemoryTaskGym]]] = [
+    (RepeatFirst, RepeatFirstGym),
+    (RepeatPrevious, RepeatPreviousGym),
+    (Autoencode, AutoencodeGym),
+    (CountRecall, CountRecallGym),
+]

@@ -164,7 +164,7 @@ class MemoryChainGym(MemoryTaskGym):
         nb = self.num_bits
         if content is None:
             context = self.np_random.integers(0, 2, size=nb)
-            query = self.np_random.integers(0, nb)
+            query = np.asarray(self.np_random.integers(0, nb))
         else:
             context = take_content_np(content, "context", (nb,), 0, 1)
             query = take_content_np(content, "query", (), 0, nb - 1)
@@ -282,7 +282,7 @@ class TMazeGym(MemoryTaskGym):
 
     def _new_episode(self, content: dict[str, Any] | None) -> None:
         if content is None:
-            cue = self.np_random.integers(0, 2)
+            cue = np.asarray(self.np_random.integers(0, 2))
         else:
             cue = take_content_np(content, "cue", (), 0, 1)
         self.content = {"cue": np.asarray(cue, dtype=np.int64)}

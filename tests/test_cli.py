@@ -1,0 +1,148 @@
+"""The CLI end to end, in process: run dir, TensorBoard tags, checkpoint, resume, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rlstm import checkpoint
+from rlstm.cli import main
+
+SMALL = [
+    "env.id=RepeatPreviousEasy",
+    "env.num_envs=8",
+    "ppo.num_steps=16",
+    "ppo.bptt_len=8",
+    "ppo.num_minibatches=2",
+    "ppo.update_epochs=2",
+    "agent.hidden_size=16",
+    "agent.encoder_hidden=16",
+    "run.progress=false",
+]
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_train_writes_run_dir_tags_checkpoint_and_summary(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "train",
+            *SMALL,
+            "ppo.total_timesteps=512",
+            f"run.out_dir={tmp_path}",
+            "run.run_name=a",
+            "run.checkpoint_every=2",
+        ]
+    )
+    assert code == 0
+    run = tmp_path / "a"
+    assert {"config.yaml", "checkpoint.pt", "summary.json"} <= {p.name for p in run.iterdir()}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 512 and summary["iterations"] == 4
+    assert set(summary) >= {"wall_time", "sps", "mean_return_last_100", "best_running_mean_return"}
+    tags = _scalars(run)
+    for tag in (
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "charts/learning_rate",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/old_approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "losses/grad_norm",
+        "perf/env_time",
+        "perf/act_time",
+        "perf/update_time",
+    ):
+        assert tag in tags, tag
+    assert [s for s, _ in tags["charts/SPS"]] == [128, 256, 384, 512]
+    # RepeatPreviousEasy episodes are 51 steps long
+    assert all(v == 51 for _, v in tags["charts/episodic_length"])
+    lr = [v for _, v in tags["charts/learning_rate"]]
+    assert lr == sorted(lr, reverse=True) and lr[0] > lr[-1]  # annealed
+    data = checkpoint.load(run)
+    assert data["iteration"] == 4 and data["global_step"] == 512
+    assert data["config"]["env"]["id"] == "RepeatPreviousEasy"
+
+
+def test_resume_continues_and_eval_reports(tmp_path: Path, capsys) -> None:
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.checkpoint_every=1"]
+    assert main([*args, "ppo.total_timesteps=256", "run.run_name=r"]) == 0
+    run = tmp_path / "r"
+    before = checkpoint.load(run)
+    assert main(["train", "--resume", str(run), "ppo.total_timesteps=512"]) == 0
+    after = checkpoint.load(run)
+    assert before["global_step"] == 256 and after["global_step"] == 512
+    assert after["iteration"] == 4
+    assert not torch.equal(before["agent"]["actor.weight"], after["agent"]["actor.weight"])
+    assert json.loads((run / "summary.json").read_text())["steps"] == 512
+    steps = [s for s, _ in _scalars(run)["charts/SPS"]]
+    assert steps == [128, 256, 384, 512]
+
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "12", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "RepeatPreviousEasy: 12 episodes" in out
+    report = json.loads((run / "eval.json").read_text())
+    assert report["episodes"] == 12 and len(report["returns"]) == 12
+    assert -1.0 <= report["mean_return"] <= 1.0
+
+
+def test_same_run_name_never_shares_a_directory(tmp_path: Path) -> None:
+    args = ["train", *SMALL, "ppo.total_timesteps=128", f"run.out_dir={tmp_path}", "run.run_name=x"]
+    assert main(args) == 0 and main(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "x-2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ppo.bptt_len=5"], "not a multiple of ppo.bptt_len=5"),
+        (["env.id=NoSuchEnv-v9"], "NoSuchEnv-v9"),
+        (["agent.core=lstmm"], "agent.core='lstmm'"),
+        (["env.id=TMaze", "env.kwargs={bogus: 1}"], "bogus"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    code = main(["train", *SMALL, f"run.out_dir={tmp_path}", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rlstm: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_eval_of_missing_checkpoint_is_clear(tmp_path: Path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_gymnasium_backend_runs(tmp_path: Path) -> None:
+    code = main(
+        [
+            "train",
+            "env.id=CartPole-v1",
+            "env.num_envs=4",
+            "ppo.num_steps=16",
+            "ppo.bptt_len=8",
+            "ppo.num_minibatches=2",
+            "ppo.total_timesteps=128",
+            "agent.core=gru",
+            "run.progress=false",
+            f"run.out_dir={tmp_path}",
+            "run.run_name=c",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "c" / "checkpoint.pt").is_file()
