@@ -131,6 +131,9 @@ class RunConfig:
     )
     torch_threads: int = doc("CPU threads for torch (0 = torch's default)", default=0)
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
+    time_limit: float = doc(
+        "stop cleanly after the iteration that passes this many seconds (0 = off)", default=0.0
+    )
 
 
 @dataclass
@@ -334,6 +337,7 @@ def validate(cfg: Config) -> None:
         "ppo.vf_coef": p.vf_coef,
         "run.checkpoint_every": r.checkpoint_every,
         "run.torch_threads": r.torch_threads,
+        "run.time_limit": r.time_limit,
     }
     for key, value in non_negative.items():
         if value < 0:

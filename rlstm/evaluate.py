@@ -70,6 +70,8 @@ def evaluate(
         "std_return": std(returns, mean_r),
         "mean_length": mean_l,
         "std_length": std([float(x) for x in lengths], mean_l),
+        # episodes with a positive return: success on tasks with one +-1 decision (TMaze, ...)
+        "success_rate": sum(r > 0 for r in returns) / n if n else math.nan,
         "returns": returns,
         "lengths": lengths,
     }

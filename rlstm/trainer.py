@@ -295,8 +295,15 @@ class Trainer:
                 logger.record("perf/iteration_time", now - it_start)
                 logger.dump(self.global_step, self.iteration, num_iterations)
                 every = cfg.run.checkpoint_every
-                if (every and self.iteration % every == 0) or self.iteration == num_iterations:
+                out_of_time = 0 < cfg.run.time_limit <= self.elapsed
+                if (
+                    (every and self.iteration % every == 0)
+                    or self.iteration == num_iterations
+                    or out_of_time
+                ):
                     self.save()
+                if out_of_time:
+                    break
                 if self._stop_signal is not None:
                     path = self.save()
                     raise TrainingStopped(

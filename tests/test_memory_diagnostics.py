@@ -202,7 +202,9 @@ def test_bad_content_raises(content: dict[str, np.ndarray], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         RepeatFirst(2, seed=0).reset(content=content)
     with pytest.raises(ValueError, match=match):
-        diagnostics.RepeatFirstGym().reset(options={"content": {k: v[0] for k, v in content.items()}})
+        diagnostics.RepeatFirstGym().reset(
+            options={"content": {k: v[0] for k, v in content.items()}}
+        )
 
 
 @pytest.mark.parametrize(

@@ -78,14 +78,24 @@ def check_k(k: Any, num_cards: int) -> int:
 
 class CardTask(MemoryTask):
     """Batched base of the card tasks: ``D`` lazily dealt decks per env (``D`` = number of
-    ``content_keys``), each tracked as remaining per-class counts.
+    ``content_keys``) of ``K`` card classes each.
 
-    State: ``_counts (B, D, K)`` float32 remaining cards per class; ``_cards (B, D)`` int64
-    class of each deck's current (last dealt) card; ``_replay (B, D, N)`` int64 injected
-    class sequences and ``_replay_on (B,)`` bool envs whose episode replays them.
+    All per-env scalars live in one int64 row, ``_state (B, S)``, so that starting episodes
+    is one table lookup and one ``where`` (``_start_episodes``). Its columns, read through
+    the views below:
+
+    - ``_cum (B, D, K + 1)``: per deck, ``cum[j]`` = remaining cards of the classes ``< j``
+      (``cum[0] = 0``, ``cum[K]`` = cards left in the deck);
+    - ``_cards (B, D)``: what the task shows of each deck's current card (its class, unless
+      the task stores an observation code there);
+    - ``_t (B,)``: steps taken in the episode;
+    - ``extra_columns`` task columns, then one padding column if needed to make ``S`` odd.
+
+    Replay of injected decks: ``_replay (B, D, N)`` class sequences, ``_replay_on (B,)``.
     """
 
     content_keys: ClassVar[tuple[str, ...]] = ("deck",)
+    extra_columns: ClassVar[int] = 0
 
     num_cards: int
     num_classes: int
@@ -96,18 +106,58 @@ class CardTask(MemoryTask):
         classes = card_classes(deck_type, self.num_cards)
         K, B, D, dev = int(classes.max()) + 1, self.num_envs, len(self.content_keys), self.device
         self.num_classes = K
+        self._t_col = D * (K + 1) + D
+        width = self._t_col + 1 + self.extra_columns
+        # indexing a CUDA table whose rows lie 16*n bytes apart takes a vectorised gather
+        # kernel that ran ~15x slower than the elementwise one (H100, torch 2.11, 262144
+        # rows): keep row widths odd
+        width += 1 - width % 2
+        # one fresh row per combination of first cards: code = sum_d first[d] * K**(D-1-d).
+        # The first card of a shuffled deck is uniform over the classes (each class is
+        # equally represented in a deck), so the code is uniform over K**D values.
+        self._code_weights = K ** torch.arange(D - 1, -1, -1, device=dev)
+        codes = torch.arange(K**D, device=dev)
+        first = codes[:, None] // self._code_weights % K  # (K**D, D)
+        counts = self.num_cards // K - torch.nn.functional.one_hot(first, K)  # (K**D, D, K)
+        fresh = torch.zeros(K**D, width, dtype=torch.long, device=dev)
+        fresh[:, : D * (K + 1)] = torch.nn.functional.pad(counts.cumsum(2), (1, 0)).flatten(1)
+        fresh[:, D * (K + 1) : self._t_col] = first
+        self._fresh = fresh  # tasks fill their extra columns from ``first``
+        self._first_of_code = first
+        self._state = torch.zeros(B, width, dtype=torch.long, device=dev)
+        self._class_ids = torch.arange(K + 1, device=dev)
+        self._eye_padded = torch.eye(K, K + 1 + K % 2, device=dev)
         self._class_of = torch.as_tensor(classes, device=dev)
-        eye = torch.eye(K, device=dev)
-        # row k: the remaining counts of a full deck after dealing a first card of class k
-        self._fresh = self.num_cards // K - eye
-        self._eye = eye
-        self._counts = torch.zeros(B, D, K, device=dev)
-        self._cards = torch.zeros(B, D, dtype=torch.long, device=dev)
-        self._minus_one = torch.full((B, D, 1), -1.0, device=dev)
         self._replay = torch.zeros(B, D, 0, dtype=torch.long, device=dev)
         self._replay_on = torch.zeros(B, dtype=torch.bool, device=dev)
         # host-side mirror of ``_replay_on.any()`` (kept without syncs): skips replay work
         self._replaying = False
+
+    @property
+    def _cum(self) -> Tensor:
+        D, K = len(self.content_keys), self.num_classes
+        return self._state[:, : D * (K + 1)].view(self.num_envs, D, K + 1)
+
+    @property
+    def _cards(self) -> Tensor:
+        return self._state[:, self._t_col - len(self.content_keys) : self._t_col]
+
+    @property
+    def _t(self) -> Tensor:
+        return self._state[:, self._t_col]
+
+    def _extra(self, i: int) -> Tensor:
+        """Task column ``i`` ``(B,)``."""
+        return self._state[:, self._t_col + 1 + i]
+
+    def _one_hot(self, classes: Tensor) -> Tensor:
+        """``(B, D)`` classes -> ``(B, D * K)`` float32 one-hots, by one table lookup.
+
+        The table is a ``(K, K)`` view of an eye of odd row width: rows an odd multiple of
+        4 bytes apart keep CUDA on the fast indexing kernel (see ``_setup_deck``).
+        """
+        table = self._eye_padded[:, : self.num_classes]
+        return table[classes].view(self.num_envs, -1)
 
     def _take_decks(self, content: dict[str, Tensor]) -> Tensor:
         """Injected decks ``content[key] (B, N)`` -> their class sequences ``(B, D, N)``.
@@ -128,8 +178,7 @@ class CardTask(MemoryTask):
             if deck.dtype.is_floating_point or deck.dtype == torch.bool:
                 raise ValueError(f"content[{key!r}] must hold card indices, got {deck.dtype}")
             deck = deck.long()
-            sorted_ = deck.sort(dim=1).values
-            bad = (sorted_ != torch.arange(N, device=self.device)).any(dim=1)
+            bad = (deck.sort(dim=1).values != torch.arange(N, device=self.device)).any(dim=1)
             if bool(bad.any()):
                 row = int(bad.nonzero()[0, 0])
                 raise ValueError(
@@ -139,44 +188,35 @@ class CardTask(MemoryTask):
             decks.append(self._class_of[deck])
         return torch.stack(decks, dim=1)
 
-    def _deal_first(self, mask: Tensor, content: dict[str, Tensor] | None) -> Tensor:
-        """Start fresh decks where ``mask (B,)``; return the first cards' classes ``(B, D)``.
-
-        Only rows where ``mask`` are meaningful. The first card of a shuffled deck is
-        uniform over the classes (every class is equally represented in a deck).
-        """
+    def _start_episodes(self, mask: Tensor, content: dict[str, Tensor] | None) -> None:
+        """Fresh decks, first cards dealt and ``t = 0`` where ``mask (B,)``."""
         if content is not None:
             self._replay = self._take_decks(content)
             self._replay_on.fill_(True)
-            first = self._replay[:, :, 0]
+            code = (self._replay[:, :, 0] * self._code_weights).sum(1)
         else:
-            first = torch.randint(
-                0, self.num_classes, self._cards.shape, generator=self.generator,
+            code = torch.randint(
+                0, len(self._fresh), (self.num_envs,), generator=self.generator,
                 device=self.device,
             )  # fmt: skip
             if self._replaying:
                 self._replay_on &= ~mask
-        fresh = self._fresh.index_select(0, first.view(-1)).view(self._counts.shape)
-        self._counts = torch.where(mask[:, None, None], fresh, self._counts)
-        self._cards = torch.where(mask[:, None], first, self._cards)
-        return first
+        self._state = torch.where(mask[:, None], self._fresh[code], self._state)
 
     def _deal(self) -> Tensor:
-        """Deal the next card of every deck; return its class ``(B, D)`` (also ``_cards``)."""
-        cum = self._counts.cumsum(dim=2)  # (B, D, K)
+        """Deal the next card of every deck; return its class ``(B, D, 1)`` int64."""
+        cum = self._cum
         remaining = cum[:, :, -1:]
-        # class k is dealt when cum[k-1] <= u * remaining < cum[k]: probability counts[k] / sum.
-        # Comparing with cum[:K-1] only keeps cls <= K-1 even for an empty deck (Autoencode's
-        # recall phase draws from one; those cards are never shown). Cheaper than
-        # searchsorted on CPU.
+        # class k is dealt when cum[k] <= u * remaining < cum[k+1]: probability
+        # counts[k] / remaining. Counting only cum[1..K-1] keeps cls <= K-1 even for an empty
+        # deck (Autoencode's recall phase draws from one; those cards are never shown).
         thr = torch.rand(remaining.shape, generator=self.generator, device=self.device)
-        cls = (cum[:, :, :-1] <= thr.mul_(remaining)).sum(dim=2, keepdim=True)  # (B, D, 1)
+        cls = (cum[:, :, 1:-1] <= thr.mul_(remaining)).sum(dim=2, keepdim=True)
         if self._replaying:
-            pos = (self.num_cards - remaining).long().clamp_(0, self.num_cards - 1)
+            pos = (self.num_cards - remaining).clamp_(0, self.num_cards - 1)
             cls = torch.where(self._replay_on[:, None, None], self._replay.gather(2, pos), cls)
-        self._counts.scatter_add_(2, cls, self._minus_one)
-        self._cards = cls[:, :, 0]
-        return self._cards
+        cum.add_(self._class_ids > cls, alpha=-1)  # one card fewer of the classes < j
+        return cls
 
     def reset(self, seed: int | None = None, *, content: dict[str, Any] | None = None) -> Tensor:
         obs = super().reset(seed, content=content)
@@ -186,6 +226,15 @@ class CardTask(MemoryTask):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._replaying = bool(self._replay_on.any())
+
+    def _reward_sign(self, hit: Tensor) -> Tensor:
+        """``+-scale`` by ``hit (B,)``, float32."""
+        return torch.where(hit, self._plus, self._minus)
+
+    def _set_scale(self, scale: float) -> None:
+        # 0-dim device tensors: ``where`` with Python scalars costs more than the kernel
+        self._plus = torch.tensor(scale, device=self.device)
+        self._minus = torch.tensor(-scale, device=self.device)
 
 
 class CardTaskGym(MemoryTaskGym):
@@ -237,6 +286,7 @@ class RepeatFirst(CardTask):
     """Observe the current card's suit ``(4,)``; answer the first card's suit every step.
 
     Reward ``+-1/(N-1)`` per step; ``N - 1`` steps (``popgym.envs.repeat_first``).
+    Extra state column: the first card's suit.
     """
 
     name = "RepeatFirst"
@@ -247,33 +297,31 @@ class RepeatFirst(CardTask):
     }
     random_return: ClassVar[dict[str, float]] = {"Easy": -0.5, "Medium": -0.5, "Hard": -0.5}
     oracle_return: ClassVar[dict[str, float]] = {"Easy": 1.0, "Medium": 1.0, "Hard": 1.0}
+    extra_columns = 1
 
     def _setup(self, num_decks: int = 1) -> None:
         self._setup_deck(num_decks, "suits")
         self.task_obs_dim = NUM_SUITS
         self.num_actions = NUM_SUITS
         self.max_episode_steps = self.num_cards - 1
-        self._scale = 1.0 / (self.num_cards - 1)
-        self._first = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._set_scale(1.0 / (self.num_cards - 1))
+        self._fresh[:, self._t_col + 1] = self._first_of_code[:, 0]
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
-        first = self._deal_first(mask, content)[:, 0]
-        self._first = torch.where(mask, first, self._first)
-        self._t.masked_fill_(mask, 0)
+        self._start_episodes(mask, content)
 
     def _observe(self) -> Tensor:
-        return self._eye.index_select(0, self._cards[:, 0])
+        return self._one_hot(self._cards)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        reward = torch.where(actions == self._first, self._scale, -self._scale)
-        self._t += 1
-        terminated = self._t == self.max_episode_steps
-        self._deal()
+        reward = self._reward_sign(actions == self._extra(0))
+        t = self._t
+        terminated = t.add_(1) == self.max_episode_steps
+        self._cards.copy_(self._deal()[:, :, 0])
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._first.clone()
+        return self._extra(0).clone()
 
 
 class RepeatFirstGym(CardTaskGym):
@@ -323,38 +371,40 @@ class RepeatPrevious(CardTask):
 
     def _setup(self, num_decks: int = 1, k: int = 4) -> None:
         self._setup_deck(num_decks, "suits")
-        self.k = check_k(k, self.num_cards)
+        N, dev = self.num_cards, self.device
+        self.k = check_k(k, N)
         self.task_obs_dim = NUM_SUITS
         self.num_actions = NUM_SUITS
-        self.max_episode_steps = self.num_cards - 1
-        self._scale = 1.0 / (self.num_cards - self.k)
-        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        self._ring = torch.zeros(self.num_envs, self.k, dtype=torch.long, device=self.device)
+        self.max_episode_steps = N - 1
+        self._ring = torch.zeros(self.num_envs, self.k, dtype=torch.long, device=dev)
+        # reward by 2 * t + hit, t = cards seen before this step's deal (1-based step index)
+        scale = torch.full((N,), 1.0 / (N - self.k), device=dev)
+        scale[: self.k] = 0.0
+        self._reward_table = torch.stack([-scale, scale], dim=1).flatten()
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
-        first = self._deal_first(mask, content)[:, 0]
-        self._ring[:, 0] = torch.where(mask, first, self._ring[:, 0])
-        self._t.masked_fill_(mask, 0)
+        self._start_episodes(mask, content)
+        first_slot = self._ring[:, 0]
+        torch.where(mask, self._cards[:, 0], first_slot, out=first_slot)
 
     def _observe(self) -> Tensor:
-        return self._eye.index_select(0, self._cards[:, 0])
-
-    def _target(self, slot: Tensor) -> Tensor:
-        return self._ring.gather(1, slot)[:, 0]
+        return self._one_hot(self._cards)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # this step's t (1-based) = cards seen; the target card (deal position t - k) and
-        # the card dealt now (position t) share slot t % k: read, then overwrite
-        self._t += 1
-        slot = (self._t % self.k)[:, None]
-        hit = actions == self._target(slot)
-        reward = torch.where(hit, self._scale, -self._scale).mul_(self._t >= self.k)
-        terminated = self._t == self.max_episode_steps
-        self._ring.scatter_(1, slot, self._deal())
+        # step t (1-based) = cards seen; the target card (deal position t - k) and the card
+        # dealt now (position t) share slot t % k: read, then overwrite
+        t = self._t.add_(1)
+        slot = (t % self.k)[:, None]
+        hit = actions == self._ring.gather(1, slot)[:, 0]
+        reward = self._reward_table[torch.add(hit, t, alpha=2)]
+        terminated = t == self.max_episode_steps
+        card = self._deal()[:, :, 0]
+        self._cards.copy_(card)
+        self._ring.scatter_(1, slot, card)
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._target(((self._t + 1) % self.k)[:, None])
+        return self._ring.gather(1, ((self._t + 1) % self.k)[:, None])[:, 0]
 
 
 class RepeatPreviousGym(CardTaskGym):
@@ -393,8 +443,12 @@ class Autoencode(CardTask):
     Observation ``(5,)``: watch flag, then a suit one-hot. As in ``popgym.envs.autoencode``
     the flag drops to 0 already on the last watched card, and every recall step shows suit 0
     (POPGym observes ``(0, 0)`` there). Reward 0 for the ``N - 1`` watch steps, then
-    ``+-1/N`` for each of ``N`` recall steps; ``2N - 1`` steps. Suits dealt so far are kept
-    in ``_hist (B, N + 1)`` by deal position; column ``N`` is a sink for the recall phase.
+    ``+-1/N`` for each of ``N`` recall steps; ``2N - 1`` steps.
+
+    Suits dealt so far are kept in ``_hist (B, N + 1)`` by deal position (column ``N`` is a
+    sink for the recall phase's unused draws); ``_cards`` holds the observation code, a row
+    of ``_obs_table``: suit (watching), 4 + suit (last card), 8 (recall). Per-step
+    quantities come from tables indexed by ``t``.
     """
 
     name = "Autoencode"
@@ -412,45 +466,40 @@ class Autoencode(CardTask):
         self.task_obs_dim = 1 + NUM_SUITS
         self.num_actions = NUM_SUITS
         self.max_episode_steps = 2 * N - 1
-        self._scale = 1.0 / N
-        self._t = torch.zeros(B, dtype=torch.long, device=dev)
         self._hist = torch.zeros(B, N + 1, dtype=torch.long, device=dev)
-        # obs row by code: 0..3 watching suit s, 4..7 flag off with suit s - 4
-        table = torch.zeros(2 * NUM_SUITS, 1 + NUM_SUITS, device=dev)
+        t = torch.arange(2 * N, device=dev)
+        # the step taken after t steps recalls deal position 2N - 2 - t (sink N while watching)
+        self._read_pos = (2 * N - 2 - t).clamp(0, N)
+        scale = torch.where(t >= N - 1, 1.0 / N, 0.0)
+        self._reward_table = torch.stack([-scale, scale], dim=1).flatten()  # by 2 t + hit
+        # observation code offset once t steps are taken: watching, last card, recall
+        self._code_offset = torch.where(t < N - 1, 0, torch.where(t == N - 1, 4, 8))
+        table = torch.zeros(3 * NUM_SUITS, 1 + NUM_SUITS, device=dev)
         table[:NUM_SUITS, 0] = 1.0
-        table[:, 1:] = torch.eye(NUM_SUITS, device=dev).repeat(2, 1)
+        table[: 2 * NUM_SUITS, 1:] = torch.eye(NUM_SUITS, device=dev).repeat(2, 1)
+        table[2 * NUM_SUITS :, 1] = 1.0
         self._obs_table = table
-        self._code = torch.zeros(B, dtype=torch.long, device=dev)
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
-        first = self._deal_first(mask, content)[:, 0]
-        self._hist[:, 0] = torch.where(mask, first, self._hist[:, 0])
-        self._code = torch.where(mask, first, self._code)
-        self._t.masked_fill_(mask, 0)
+        self._start_episodes(mask, content)  # code = first suit: watching
+        first_slot = self._hist[:, 0]
+        torch.where(mask, self._cards[:, 0], first_slot, out=first_slot)
 
     def _observe(self) -> Tensor:
-        return self._obs_table.index_select(0, self._code)
-
-    def _target(self, t: Tensor) -> Tensor:
-        """Suit to recall on the step after ``t`` steps: deal position ``2N - 2 - t``."""
-        pos = (2 * self.num_cards - 2 - t).clamp_(max=self.num_cards)
-        return self._hist.gather(1, pos[:, None])[:, 0]
+        return self._obs_table[self._cards[:, 0]]
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        N = self.num_cards
-        recalling = self._t >= N - 1
-        hit = actions == self._target(self._t)
-        reward = torch.where(hit, self._scale, -self._scale).mul_(recalling)
-        self._t += 1
-        terminated = self._t == self.max_episode_steps
-        card = self._deal()[:, 0]
-        self._hist.scatter_(1, self._t.clamp(max=N)[:, None], card[:, None])
-        # watching (t < N-1): code = suit; last card (t == N-1): 4 + suit; recall: 4 (suit 0)
-        self._code = torch.where(self._t < N, card, 0).add_(self._t >= N - 1, alpha=NUM_SUITS)
+        t = self._t
+        hit = actions == self._hist.gather(1, self._read_pos[t][:, None])[:, 0]
+        reward = self._reward_table[torch.add(hit, t, alpha=2)]
+        terminated = t.add_(1) == self.max_episode_steps
+        suit = self._deal()[:, :, 0]
+        self._hist.scatter_(1, t.clamp(max=self.num_cards)[:, None], suit)
+        torch.add(suit[:, 0], self._code_offset[t], out=self._cards[:, 0])
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._target(self._t)
+        return self._hist.gather(1, self._read_pos[self._t][:, None])[:, 0]
 
 
 class AutoencodeGym(CardTaskGym):
@@ -492,7 +541,7 @@ class CountRecall(CardTask):
 
     Two independent decks (dealt, query); classes are colours / suits / ranks. Actions
     ``0..N/K``; reward ``+-1/(N-1)``; ``N - 1`` steps (``popgym.envs.count_recall``).
-    The count dealt so far of class ``q`` is ``N/K - _counts[:, 0, q]``.
+    Dealt cards of class ``q`` so far: ``N/K - (cum[q+1] - cum[q])`` of the dealt deck.
     """
 
     name = "CountRecall"
@@ -518,26 +567,23 @@ class CountRecall(CardTask):
         self.task_obs_dim = 2 * K
         self.num_actions = self.num_cards // K + 1
         self.max_episode_steps = self.num_cards - 1
-        self._scale = 1.0 / (self.num_cards - 1)
-        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._set_scale(1.0 / (self.num_cards - 1))
+        self._pair = torch.arange(2, device=self.device)
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
-        self._deal_first(mask, content)
-        self._t.masked_fill_(mask, 0)
+        self._start_episodes(mask, content)
 
     def _observe(self) -> Tensor:
-        cards = self._cards.view(-1)
-        return self._eye.index_select(0, cards).view(self.num_envs, self.task_obs_dim)
+        return self._one_hot(self._cards)
 
     def oracle(self) -> Tensor:
-        left = self._counts[:, 0].gather(1, self._cards[:, 1:])[:, 0]
-        return (self.num_cards // self.num_classes - left).long()
+        bounds = self._cum[:, 0].gather(1, self._cards[:, 1:] + self._pair)  # cum[q], cum[q+1]
+        return (bounds[:, 0] - bounds[:, 1]).add_(self.num_cards // self.num_classes)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        reward = torch.where(actions == self.oracle(), self._scale, -self._scale)
-        self._t += 1
-        terminated = self._t == self.max_episode_steps
-        self._deal()
+        reward = self._reward_sign(actions == self.oracle())
+        terminated = self._t.add_(1) == self.max_episode_steps
+        self._cards.copy_(self._deal()[:, :, 0])
         return reward, terminated, torch.zeros_like(terminated)
 
 

@@ -269,7 +269,7 @@ class Battleship(MemoryTask):
         self.num_actions = N * N
         self.max_episode_steps = N * N
         # size -> (P, size) flat squares of every in-bounds placement (horizontal, vertical)
-        self._placements: dict[int, Tensor] = {}
+        self._placements: dict[int, Tensor] = {}  # constants: kept out of state_dict
         for s in set(self.ship_sizes):
             r, c = torch.meshgrid(torch.arange(N), torch.arange(N - s + 1), indexing="ij")
             along = torch.arange(s)
@@ -426,7 +426,8 @@ class MineSweeper(MemoryTask):
         rr = r[:, None, None] + d[None, :, None]
         cc = c[:, None, None] + d[None, None, :]
         inside = (rr >= 0) & (rr < N) & (cc >= 0) & (cc < N)
-        self._block = torch.where(inside, rr * N + cc, N * N).reshape(N * N, 9).to(self.device)
+        block = torch.where(inside, rr * N + cc, N * N).reshape(N * N, 9)
+        self._const = {"block": block.to(self.device)}  # constants: kept out of state_dict
         B = self.num_envs
         self.mines = torch.zeros(B, N * N, dtype=torch.bool, device=self.device)
         self.seen = torch.zeros_like(self.mines)
@@ -453,7 +454,7 @@ class MineSweeper(MemoryTask):
         mine = self.mines.gather(1, a).squeeze(1)
         repeat = self.seen.gather(1, a).squeeze(1)
         padded = torch.cat([self.mines, torch.zeros_like(self.mines[:, :1])], dim=1)
-        self.count = padded.gather(1, self._block[actions]).sum(1)
+        self.count = padded.gather(1, self._const["block"][actions]).sum(1)
         self.seen = self.seen.scatter(1, a, ~mine[:, None] | self.seen.gather(1, a))
         self.t = self.t + 1
         reward = torch.where(
@@ -568,7 +569,7 @@ class Concentration(MemoryTask):
         self.task_obs_dim = n * (self.num_values + 1)
         self.num_actions = n
         self.max_episode_steps = self.episode_length
-        self._card_value = torch.as_tensor(value, device=self.device)
+        self._const = {"card_value": torch.as_tensor(value, device=self.device)}
         B = self.num_envs
         self.values = torch.zeros(B, n, dtype=torch.long, device=self.device)
         self.up = torch.zeros(B, n, dtype=torch.bool, device=self.device)
@@ -582,7 +583,7 @@ class Concentration(MemoryTask):
             deck = self.shuffled(self.num_envs, n)
         else:
             deck = _content(content, "deck", (n,)).long()
-        self.values = torch.where(mask[:, None], self._card_value[deck], self.values)
+        self.values = torch.where(mask[:, None], self._const["card_value"][deck], self.values)
         self.up = self.up & ~mask[:, None]
         self.first = self.first.masked_fill(mask, -1)
         self.peek = self.peek.masked_fill(mask[:, None], -1)
@@ -722,9 +723,10 @@ def _check_cartpole(episode_length: int, noise_sigma: float, noisy: bool) -> tup
     return L, float(noise_sigma)
 
 
-def _cartpole_gain() -> tuple[float, float, float, float]:
-    """Gains of the oracle's linear controller on ``[x, x_dot, theta, theta_dot]``."""
-    return 1.0, 1.5, 20.0, 3.0
+# the oracle pushes right where ORACLE_GAIN . [x, x_dot, theta, theta_dot] > 0: hand-tuned
+# linear state feedback, all gains positive as in cart-pole's LQR law (to bring the cart back
+# left, push right first so that the pole leans left)
+ORACLE_GAIN = (1.0, 1.5, 20.0, 3.0)
 
 
 class _CartPole(_RedrawOnReset):
@@ -748,7 +750,10 @@ class _CartPole(_RedrawOnReset):
         # integration grows ~e^(3.8/s) and leaves POPGym's trajectory within a few seconds
         self.state = torch.zeros(B, 4, dtype=torch.float64, device=self.device)
         self.t = torch.zeros(B, dtype=torch.long, device=self.device)
-        self._obs_high = torch.as_tensor(OBS_HIGH, device=self.device)
+        self._const = {  # constants: kept out of state_dict
+            "obs_high": torch.as_tensor(OBS_HIGH, device=self.device),
+            "gain": torch.tensor(ORACLE_GAIN, dtype=torch.float64, device=self.device),
+        }
         self._draw_tables()
 
     def _draw_noise(self, *shape: int) -> Tensor:
@@ -758,6 +763,8 @@ class _CartPole(_RedrawOnReset):
     def _draw_tables(self) -> None:
         if self.noisy:
             self.noise = self._draw_noise(self.num_envs, self.episode_length + 1, 2)
+            # the reset's _new_episode redraws the slot at t: make that slot 0 every time
+            self.t = torch.zeros_like(self.t)
 
     def _refresh_noise(self, mask: Tensor | None) -> None:
         """Redraw the noise slot of the current step (where ``mask``): it has been shown."""
@@ -788,7 +795,8 @@ class _CartPole(_RedrawOnReset):
         if self.noisy:
             index = self.t[:, None, None].expand(-1, 1, 2)
             obs = obs + self.noise.gather(1, index).squeeze(1)
-            obs = torch.minimum(torch.maximum(obs, -self._obs_high), self._obs_high)
+            high = self._const["obs_high"]
+            obs = torch.minimum(torch.maximum(obs, -high), high)
         return obs
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -814,8 +822,7 @@ class _CartPole(_RedrawOnReset):
 
     def oracle(self) -> Tensor:
         """A linear controller on the full (hidden) state: push toward the lean, ``(B,)``."""
-        gain = torch.tensor(_cartpole_gain(), dtype=torch.float64, device=self.device)
-        return (self.state @ gain > 0).long()
+        return (self.state @ self._const["gain"] > 0).long()
 
 
 class PositionOnlyCartPole(_CartPole):
