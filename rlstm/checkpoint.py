@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise CheckpointError(f"{str(path)!r} is not a readable checkpoint") from None
         raise CheckpointError(
-            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain "
-            f"values, which could run code ({str(exc).splitlines()[0]})"
+            f"refusing to load {str(path)!r}: it would call {found.group(1)}; a checkpoint "
+            "holds only tensors and plain values, and anything else could run code"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{str(path)!r} is not a readable checkpoint: {exc}") from None

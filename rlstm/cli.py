@@ -104,8 +104,15 @@ def make_agent(cfg: Config, env: Any) -> torch.nn.Module:
         raise UsageError(str(exc)) from None
 
 
-def check_compatible(data: dict[str, Any], env: Any, agent: torch.nn.Module) -> None:
+def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.nn.Module) -> None:
     """Refuse a checkpoint whose spaces or network differ, naming the mismatch."""
+    saved_agent = data["config"].get("agent", {})
+    for key, value in cfg.agent.__dict__.items():
+        if key in saved_agent and saved_agent[key] != value:
+            raise UsageError(
+                f"checkpoint was trained with agent.{key}={saved_agent[key]!r}, "
+                f"this run has agent.{key}={value!r}"
+            )
     saved_obs = tuple(data.get("obs_shape", ()))
     if saved_obs != tuple(env.obs_shape):
         raise UsageError(
@@ -167,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     env = make_env(cfg, device)
     agent = make_agent(cfg, env)
     if data is not None:
-        check_compatible(data, env, agent)
+        check_compatible(data, cfg, env, agent)
     else:
         name = cfg.run.run_name or f"{cfg.env.id.replace('/', '_')}__{cfg.run.seed}__{_timestamp()}"
         try:
@@ -197,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     num_envs = args.num_envs or min(cfg.env.num_envs, args.episodes)
     env = make_env(cfg, device, num_envs=num_envs, seed=args.seed)
     agent = make_agent(cfg, env).to(device)
-    check_compatible(data, env, agent)
+    check_compatible(data, cfg, env, agent)
     agent.load_state_dict(data["agent"])
     agent.eval()
     try:
@@ -249,10 +256,16 @@ def bench_core(device_name: str, seconds: float) -> str:
 
     device = resolve_device(device_name)
     torch.backends.cudnn.benchmark = True
-    rows = ["| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio | step loop ms |",
-            "|---|---|---|---|---|---|---|---|"]
-    for kind, (L, M), H, p in [("lstm", (64, 128), 128, 0.02), ("lstm", (64, 128), 128, 0.1),
-                               ("lstm", (32, 1024), 256, 0.02), ("gru", (64, 128), 128, 0.02)]:
+    rows = [
+        "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio | step loop ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, (L, M), H, p in [
+        ("lstm", (64, 128), 128, 0.02),
+        ("lstm", (64, 128), 128, 0.1),
+        ("lstm", (32, 1024), 256, 0.02),
+        ("gru", (64, 128), 128, 0.02),
+    ]:
         core = RecurrentCore(kind, H, H).to(device)
         g = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(L, M, H, device=device, generator=g, requires_grad=True)
@@ -279,9 +292,33 @@ def bench_core(device_name: str, seconds: float) -> str:
         plain = timed(run(core.sequence, no_starts))
         fused = timed(run(core.sequence, starts))
         loop = timed(run(core.sequence_reference, starts))
-        rows.append(f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
-                    f"{fused / plain:.2f} | {loop:.2f} |")
-    return f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})\n" + "\n".join(rows)
+        rows.append(
+            f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
+            f"{fused / plain:.2f} | {loop:.2f} |"
+        )
+    return (
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})\n"
+        + "\n".join(rows)
+    )
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    import envs.memory
+    from rlstm import suite
+
+    tiers = {
+        "A": envs.memory.diagnostics.TASKS,
+        "B": envs.memory.probes.TASKS,
+        "C": envs.memory.counting.TASKS,
+        "D": envs.memory.games.TASKS,
+    }
+    return suite.main(
+        args,
+        tiers,
+        cli_main=main,
+        echo=print,
+        log=lambda line: print(f"rlstm suite: {line}", file=sys.stderr, flush=True),
+    )
 
 
 def _timestamp() -> str:
@@ -330,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seconds", type=float, default=2.0)
     bench.set_defaults(func=cmd_bench)
+
+    from rlstm.suite import add_arguments as add_suite_arguments
+
+    suite = sub.add_parser(
+        "suite", help="train + evaluate tasks x cores x seeds; table, CSV, chart"
+    )
+    add_suite_arguments(suite)
+    suite.set_defaults(func=cmd_suite)
     return parser
 
 

@@ -18,8 +18,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "memory"
 
 
 def _train(tmp_path: Path, name: str, *args: str) -> dict:
-    code = main(["train", *args, f"run.out_dir={tmp_path}", f"run.run_name={name}",
-                 "run.progress=false", "run.checkpoint_every=0"])
+    code = main(
+        [
+            "train",
+            *args,
+            f"run.out_dir={tmp_path}",
+            f"run.run_name={name}",
+            "run.progress=false",
+            "run.checkpoint_every=0",
+        ]
+    )
     assert code == 0
     return json.loads((tmp_path / name / "summary.json").read_text())
 
@@ -27,8 +35,9 @@ def _train(tmp_path: Path, name: str, *args: str) -> dict:
 def test_lstm_learns_repeat_first_and_memoryless_control_does_not(tmp_path: Path) -> None:
     budget = "ppo.total_timesteps=200000"
     lstm = _train(tmp_path, "lstm", str(CONFIGS / "repeat_first_easy.yaml"), budget)
-    none = _train(tmp_path, "none", str(CONFIGS / "repeat_first_easy.yaml"), budget,
-                  "agent.core=none")
+    none = _train(
+        tmp_path, "none", str(CONFIGS / "repeat_first_easy.yaml"), budget, "agent.core=none"
+    )
     assert lstm["mean_return_last_100"] >= 0.9, lstm
     assert none["mean_return_last_100"] <= -0.3, none
     assert none["best_running_mean_return"] <= -0.3, none
@@ -49,8 +58,9 @@ SLOW = [
 @pytest.mark.parametrize(("config", "metric", "threshold"), SLOW)
 def test_memory_tasks_learned(tmp_path: Path, config: str, metric: str, threshold: float) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    summary = _train(tmp_path, "run", str(CONFIGS / config), f"run.device={device}",
-                     "run.time_limit=900")
+    summary = _train(
+        tmp_path, "run", str(CONFIGS / config), f"run.device={device}", "run.time_limit=900"
+    )
     assert main(["eval", str(tmp_path / "run"), "--episodes", "1000", "--greedy"]) == 0
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report[metric] >= threshold, (summary, report)

@@ -223,3 +223,20 @@ def test_bad_params_raise(cls: type, params: dict[str, Any], match: str) -> None
     twin_cls = dict(diagnostics.TASKS)[cls]
     with pytest.raises(ValueError, match=match):
         twin_cls(**params)
+
+
+@pytest.mark.parametrize("name", ["RepeatPreviousEasy", "AutoencodeEasy", "CountRecallEasy"])
+def test_saved_state_replays_twice(name: str) -> None:
+    """State updated in place must not leak into a saved state dict."""
+    env = memory.make(name, num_envs=8, seed=0)
+    env.reset()
+    g = torch.Generator().manual_seed(1)
+    acts = [torch.randint(0, env.num_actions, (8,), generator=g) for _ in range(130)]
+    for a in acts[:30]:
+        env.step(a)
+    saved = env.state_dict()
+    runs = []
+    for _ in range(2):
+        env.load_state_dict(saved)
+        runs.append([torch.cat([o, r[:, None]], 1) for o, r, *_ in map(env.step, acts[30:])])
+    assert all(torch.equal(x, y) for x, y in zip(*runs))

@@ -14,10 +14,11 @@ is the card index dealt ``j``-th (POPGym deals from the end of its shuffled inde
 The batched envs never shuffle a deck. A task only observes each card's class (suit,
 colour or rank), and the class sequence of a uniformly shuffled deck has the law of drawing
 each next class with probability ``remaining[k] / remaining.sum()`` (sequential
-multivariate hypergeometric), so each env keeps its remaining per-class counts ``(K,)`` and
-draws one class per step by inverse CDF; starting an episode resets ``K`` counts instead
-of shuffling ``N`` cards. Injected decks are replayed from a stored class sequence for the
-episode they start; later episodes draw lazily again.
+multivariate hypergeometric), so each env keeps its remaining cards per class (as a
+cumulative sum over ``K`` classes) and draws one class per step by inverse CDF; starting an
+episode resets ``K + 1`` numbers instead of shuffling ``N`` cards. Injected decks are
+replayed from a stored class sequence for the episode they start; later episodes draw
+lazily again.
 
 The gym twins shuffle with ``self.np_random`` exactly as POPGym does (``arange(N)`` shuffled
 in place, dealt from the end), so a twin reset with seed ``s`` deals the same cards as the
@@ -26,6 +27,7 @@ POPGym env reset with seed ``s``.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,20 +78,31 @@ def check_k(k: Any, num_cards: int) -> int:
 # -- shared batched machinery ---------------------------------------------------------------
 
 
+class _Views(SimpleNamespace):
+    """Column views of ``CardTask._state``; not a tensor, so ``state_dict`` skips it."""
+
+    cum: Tensor
+    cards: Tensor
+    t: Tensor
+    extra: Tensor
+
+
 class CardTask(MemoryTask):
     """Batched base of the card tasks: ``D`` lazily dealt decks per env (``D`` = number of
     ``content_keys``) of ``K`` card classes each.
 
-    All per-env scalars live in one int64 row, ``_state (B, S)``, so that starting episodes
-    is one table lookup and one ``where`` (``_start_episodes``). Its columns, read through
-    the views below:
+    All per-env scalars live in one int64 row, ``_state (B, S)``, updated in place, so that
+    starting episodes is one table lookup and one ``where`` (``_start_episodes``). Its
+    columns, as the views in ``self._v``:
 
-    - ``_cum (B, D, K + 1)``: per deck, ``cum[j]`` = remaining cards of the classes ``< j``
-      (``cum[0] = 0``, ``cum[K]`` = cards left in the deck);
-    - ``_cards (B, D)``: what the task shows of each deck's current card (its class, unless
+    - ``cum (B, D, K + 1)``: per deck, ``cum[j]`` = remaining cards of the ``j`` highest
+      classes ``K - j .. K - 1`` (``cum[0] = 0``, ``cum[K]`` = cards left in the deck). This
+      order makes the dealt class a plain count (see ``_deal``);
+    - ``cards (B, D)``: what the task shows of each deck's current card (its class, unless
       the task stores an observation code there);
-    - ``_t (B,)``: steps taken in the episode;
-    - ``extra_columns`` task columns, then one padding column if needed to make ``S`` odd.
+    - ``t (B,)``: steps taken in the episode;
+    - ``extra (B, extra_columns)`` task columns, then one padding column if needed to make
+      ``S`` odd.
 
     Replay of injected decks: ``_replay (B, D, N)`` class sequences, ``_replay_on (B,)``.
     """
@@ -106,8 +119,7 @@ class CardTask(MemoryTask):
         classes = card_classes(deck_type, self.num_cards)
         K, B, D, dev = int(classes.max()) + 1, self.num_envs, len(self.content_keys), self.device
         self.num_classes = K
-        self._t_col = D * (K + 1) + D
-        width = self._t_col + 1 + self.extra_columns
+        width = D * (K + 1) + D + 1 + self.extra_columns
         # indexing a CUDA table whose rows lie 16*n bytes apart takes a vectorised gather
         # kernel that ran ~15x slower than the elementwise one (H100, torch 2.11, 262144
         # rows): keep row widths odd
@@ -119,12 +131,14 @@ class CardTask(MemoryTask):
         codes = torch.arange(K**D, device=dev)
         first = codes[:, None] // self._code_weights % K  # (K**D, D)
         counts = self.num_cards // K - torch.nn.functional.one_hot(first, K)  # (K**D, D, K)
-        fresh = torch.zeros(K**D, width, dtype=torch.long, device=dev)
-        fresh[:, : D * (K + 1)] = torch.nn.functional.pad(counts.cumsum(2), (1, 0)).flatten(1)
-        fresh[:, D * (K + 1) : self._t_col] = first
-        self._fresh = fresh  # tasks fill their extra columns from ``first``
-        self._first_of_code = first
+        cum = torch.nn.functional.pad(counts.flip(2).cumsum(2), (1, 0))  # (K**D, D, K + 1)
+        self._fresh = torch.zeros(K**D, width, dtype=torch.long, device=dev)
         self._state = torch.zeros(B, width, dtype=torch.long, device=dev)
+        self._make_views()
+        fresh = self._views_of(self._fresh)
+        fresh.cum.copy_(cum)
+        fresh.cards.copy_(first)
+        self._first_of_code = first  # tasks fill their extra columns of ``_fresh`` from it
         self._class_ids = torch.arange(K + 1, device=dev)
         self._eye_padded = torch.eye(K, K + 1 + K % 2, device=dev)
         self._class_of = torch.as_tensor(classes, device=dev)
@@ -133,22 +147,19 @@ class CardTask(MemoryTask):
         # host-side mirror of ``_replay_on.any()`` (kept without syncs): skips replay work
         self._replaying = False
 
-    @property
-    def _cum(self) -> Tensor:
+    def _views_of(self, state: Tensor) -> _Views:
         D, K = len(self.content_keys), self.num_classes
-        return self._state[:, : D * (K + 1)].view(self.num_envs, D, K + 1)
+        t_col = D * (K + 1) + D
+        return _Views(
+            cum=state[:, : D * (K + 1)].view(len(state), D, K + 1),
+            cards=state[:, D * (K + 1) : t_col],
+            t=state[:, t_col],
+            extra=state[:, t_col + 1 : t_col + 1 + self.extra_columns],
+        )
 
-    @property
-    def _cards(self) -> Tensor:
-        return self._state[:, self._t_col - len(self.content_keys) : self._t_col]
-
-    @property
-    def _t(self) -> Tensor:
-        return self._state[:, self._t_col]
-
-    def _extra(self, i: int) -> Tensor:
-        """Task column ``i`` ``(B,)``."""
-        return self._state[:, self._t_col + 1 + i]
+    def _make_views(self) -> None:
+        # cached: building views costs host time on every step
+        self._v = self._views_of(self._state)
 
     def _one_hot(self, classes: Tensor) -> Tensor:
         """``(B, D)`` classes -> ``(B, D * K)`` float32 one-hots, by one table lookup.
@@ -201,22 +212,26 @@ class CardTask(MemoryTask):
             )  # fmt: skip
             if self._replaying:
                 self._replay_on &= ~mask
-        self._state = torch.where(mask[:, None], self._fresh[code], self._state)
+        torch.where(mask[:, None], self._fresh[code], self._state, out=self._state)
 
-    def _deal(self) -> Tensor:
-        """Deal the next card of every deck; return its class ``(B, D, 1)`` int64."""
-        cum = self._cum
-        remaining = cum[:, :, -1:]
-        # class k is dealt when cum[k] <= u * remaining < cum[k+1]: probability
-        # counts[k] / remaining. Counting only cum[1..K-1] keeps cls <= K-1 even for an empty
-        # deck (Autoencode's recall phase draws from one; those cards are never shown).
-        thr = torch.rand(remaining.shape, generator=self.generator, device=self.device)
-        cls = (cum[:, :, 1:-1] <= thr.mul_(remaining)).sum(dim=2, keepdim=True)
+    def _deal(self, out: Tensor | None = None) -> Tensor:
+        """Deal the next card of every deck; return its class ``(B, D)`` int64 (in ``out``).
+
+        With ``cum`` over the classes from the top, the dealt class ``c`` is the one with
+        ``cum[K-1-c] <= u * remaining < cum[K-c]`` (probability ``counts[c] / remaining``),
+        so ``dec = cum > u * remaining`` marks exactly the ``cum[j]`` that lose the card
+        (``j >= K - c``) and ``c = dec[1:K].sum()``. An empty deck (Autoencode's recall
+        phase) deals class 0 and stays empty.
+        """
+        cum = self._v.cum
+        thr = torch.rand(cum[:, :, :1].shape, generator=self.generator, device=self.device)
+        dec = cum > thr.mul_(cum[:, :, -1:])  # (B, D, K + 1)
         if self._replaying:
-            pos = (self.num_cards - remaining).clamp_(0, self.num_cards - 1)
-            cls = torch.where(self._replay_on[:, None, None], self._replay.gather(2, pos), cls)
-        cum.add_(self._class_ids > cls, alpha=-1)  # one card fewer of the classes < j
-        return cls
+            pos = (self.num_cards - cum[:, :, -1:]).clamp_(0, self.num_cards - 1)
+            replayed = self._class_ids + self._replay.gather(2, pos) >= self.num_classes
+            dec = torch.where(self._replay_on[:, None, None], replayed, dec)
+        cum.add_(dec, alpha=-1)
+        return torch.sum(dec[:, :, 1:-1], dim=2, out=out)
 
     def reset(self, seed: int | None = None, *, content: dict[str, Any] | None = None) -> Tensor:
         obs = super().reset(seed, content=content)
@@ -225,16 +240,17 @@ class CardTask(MemoryTask):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        self._make_views()
         self._replaying = bool(self._replay_on.any())
-
-    def _reward_sign(self, hit: Tensor) -> Tensor:
-        """``+-scale`` by ``hit (B,)``, float32."""
-        return torch.where(hit, self._plus, self._minus)
 
     def _set_scale(self, scale: float) -> None:
         # 0-dim device tensors: ``where`` with Python scalars costs more than the kernel
         self._plus = torch.tensor(scale, device=self.device)
         self._minus = torch.tensor(-scale, device=self.device)
+
+    def _reward_sign(self, hit: Tensor) -> Tensor:
+        """``+-scale`` by ``hit (B,)``, float32."""
+        return torch.where(hit, self._plus, self._minus)
 
 
 class CardTaskGym(MemoryTaskGym):
@@ -305,23 +321,23 @@ class RepeatFirst(CardTask):
         self.num_actions = NUM_SUITS
         self.max_episode_steps = self.num_cards - 1
         self._set_scale(1.0 / (self.num_cards - 1))
-        self._fresh[:, self._t_col + 1] = self._first_of_code[:, 0]
+        self._views_of(self._fresh).extra[:, 0] = self._first_of_code[:, 0]
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
         self._start_episodes(mask, content)
 
     def _observe(self) -> Tensor:
-        return self._one_hot(self._cards)
+        return self._one_hot(self._v.cards)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        reward = self._reward_sign(actions == self._extra(0))
-        t = self._t
-        terminated = t.add_(1) == self.max_episode_steps
-        self._cards.copy_(self._deal()[:, :, 0])
+        v = self._v
+        reward = self._reward_sign(actions == v.extra[:, 0])
+        terminated = v.t.add_(1) == self.max_episode_steps
+        self._deal(out=v.cards)
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._extra(0).clone()
+        return self._v.extra[:, 0].clone()
 
 
 class RepeatFirstGym(CardTaskGym):
@@ -385,26 +401,25 @@ class RepeatPrevious(CardTask):
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
         self._start_episodes(mask, content)
         first_slot = self._ring[:, 0]
-        torch.where(mask, self._cards[:, 0], first_slot, out=first_slot)
+        torch.where(mask, self._v.cards[:, 0], first_slot, out=first_slot)
 
     def _observe(self) -> Tensor:
-        return self._one_hot(self._cards)
+        return self._one_hot(self._v.cards)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         # step t (1-based) = cards seen; the target card (deal position t - k) and the card
         # dealt now (position t) share slot t % k: read, then overwrite
-        t = self._t.add_(1)
+        v = self._v
+        t = v.t.add_(1)
         slot = (t % self.k)[:, None]
         hit = actions == self._ring.gather(1, slot)[:, 0]
         reward = self._reward_table[torch.add(hit, t, alpha=2)]
         terminated = t == self.max_episode_steps
-        card = self._deal()[:, :, 0]
-        self._cards.copy_(card)
-        self._ring.scatter_(1, slot, card)
+        self._ring.scatter_(1, slot, self._deal(out=v.cards))
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._ring.gather(1, ((self._t + 1) % self.k)[:, None])[:, 0]
+        return self._ring.gather(1, ((self._v.t + 1) % self.k)[:, None])[:, 0]
 
 
 class RepeatPreviousGym(CardTaskGym):
@@ -446,9 +461,9 @@ class Autoencode(CardTask):
     ``+-1/N`` for each of ``N`` recall steps; ``2N - 1`` steps.
 
     Suits dealt so far are kept in ``_hist (B, N + 1)`` by deal position (column ``N`` is a
-    sink for the recall phase's unused draws); ``_cards`` holds the observation code, a row
+    sink for the recall phase's empty draws); ``cards`` holds the observation code, a row
     of ``_obs_table``: suit (watching), 4 + suit (last card), 8 (recall). Per-step
-    quantities come from tables indexed by ``t``.
+    positions and offsets come from ``_by_t``, indexed by the steps taken ``t``.
     """
 
     name = "Autoencode"
@@ -468,12 +483,20 @@ class Autoencode(CardTask):
         self.max_episode_steps = 2 * N - 1
         self._hist = torch.zeros(B, N + 1, dtype=torch.long, device=dev)
         t = torch.arange(2 * N, device=dev)
-        # the step taken after t steps recalls deal position 2N - 2 - t (sink N while watching)
-        self._read_pos = (2 * N - 2 - t).clamp(0, N)
+        after = t + 1
+        # by t: the deal position this step recalls (2N - 2 - t; the sink N while watching),
+        # the column the dealt suit goes to, and the observation code offset afterwards
+        # (watching 0, last card 4, recall 8); three columns keep the row width odd
+        self._by_t = torch.stack(
+            [
+                (2 * N - 2 - t).clamp(0, N),
+                after.clamp(max=N),
+                torch.where(after < N - 1, 0, torch.where(after == N - 1, 4, 8)),
+            ],
+            dim=1,
+        )
         scale = torch.where(t >= N - 1, 1.0 / N, 0.0)
         self._reward_table = torch.stack([-scale, scale], dim=1).flatten()  # by 2 t + hit
-        # observation code offset once t steps are taken: watching, last card, recall
-        self._code_offset = torch.where(t < N - 1, 0, torch.where(t == N - 1, 4, 8))
         table = torch.zeros(3 * NUM_SUITS, 1 + NUM_SUITS, device=dev)
         table[:NUM_SUITS, 0] = 1.0
         table[: 2 * NUM_SUITS, 1:] = torch.eye(NUM_SUITS, device=dev).repeat(2, 1)
@@ -483,23 +506,24 @@ class Autoencode(CardTask):
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
         self._start_episodes(mask, content)  # code = first suit: watching
         first_slot = self._hist[:, 0]
-        torch.where(mask, self._cards[:, 0], first_slot, out=first_slot)
+        torch.where(mask, self._v.cards[:, 0], first_slot, out=first_slot)
 
     def _observe(self) -> Tensor:
-        return self._obs_table[self._cards[:, 0]]
+        return self._obs_table[self._v.cards[:, 0]]
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        t = self._t
-        hit = actions == self._hist.gather(1, self._read_pos[t][:, None])[:, 0]
-        reward = self._reward_table[torch.add(hit, t, alpha=2)]
-        terminated = t.add_(1) == self.max_episode_steps
-        suit = self._deal()[:, :, 0]
-        self._hist.scatter_(1, t.clamp(max=self.num_cards)[:, None], suit)
-        torch.add(suit[:, 0], self._code_offset[t], out=self._cards[:, 0])
+        v = self._v
+        read, write, offset = self._by_t[v.t].unbind(1)
+        hit = actions == self._hist.gather(1, read[:, None])[:, 0]
+        reward = self._reward_table[torch.add(hit, v.t, alpha=2)]
+        terminated = v.t.add_(1) == self.max_episode_steps
+        suit = self._deal()
+        self._hist.scatter_(1, write[:, None], suit)
+        torch.add(suit[:, 0], offset, out=v.cards[:, 0])
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._hist.gather(1, self._read_pos[self._t][:, None])[:, 0]
+        return self._hist.gather(1, self._by_t[self._v.t, :1])[:, 0]
 
 
 class AutoencodeGym(CardTaskGym):
@@ -541,7 +565,7 @@ class CountRecall(CardTask):
 
     Two independent decks (dealt, query); classes are colours / suits / ranks. Actions
     ``0..N/K``; reward ``+-1/(N-1)``; ``N - 1`` steps (``popgym.envs.count_recall``).
-    Dealt cards of class ``q`` so far: ``N/K - (cum[q+1] - cum[q])`` of the dealt deck.
+    Dealt cards of class ``q`` so far: ``N/K`` minus the dealt deck's remaining ones.
     """
 
     name = "CountRecall"
@@ -568,22 +592,23 @@ class CountRecall(CardTask):
         self.num_actions = self.num_cards // K + 1
         self.max_episode_steps = self.num_cards - 1
         self._set_scale(1.0 / (self.num_cards - 1))
-        self._pair = torch.arange(2, device=self.device)
+        self._bound_cols = torch.tensor([K - 1, K], device=self.device)
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
         self._start_episodes(mask, content)
 
     def _observe(self) -> Tensor:
-        return self._one_hot(self._cards)
+        return self._one_hot(self._v.cards)
 
     def oracle(self) -> Tensor:
-        bounds = self._cum[:, 0].gather(1, self._cards[:, 1:] + self._pair)  # cum[q], cum[q+1]
+        # remaining cards of class q = cum[K - q] - cum[K - 1 - q] (dealt deck)
+        bounds = self._v.cum[:, 0].gather(1, self._bound_cols - self._v.cards[:, 1:])
         return (bounds[:, 0] - bounds[:, 1]).add_(self.num_cards // self.num_classes)
 
     def _transition(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         reward = self._reward_sign(actions == self.oracle())
-        terminated = self._t.add_(1) == self.max_episode_steps
-        self._cards.copy_(self._deal()[:, :, 0])
+        terminated = self._v.t.add_(1) == self.max_episode_steps
+        self._deal(out=self._v.cards)
         return reward, terminated, torch.zeros_like(terminated)
 
 

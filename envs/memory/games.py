@@ -32,6 +32,7 @@ injected content replays exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -49,11 +50,6 @@ DIFFICULTIES = ("Easy", "Medium", "Hard")
 def _one_hot(index: Tensor, n: int) -> Tensor:
     """``index (...,) int64 -> (..., n) float32``; no device sync (unlike a checked one_hot)."""
     return (index[..., None] == torch.arange(n, device=index.device)).float()
-
-
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    """Broadcast a ``(B,)`` mask against ``like (B, ...)``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _content(content: dict[str, Tensor], key: str, shape: tuple[int, ...]) -> Tensor:
@@ -75,7 +71,7 @@ def _twin_content(
     """``content[key]`` as a fresh ``shape`` array of ``dtype``."""
     if key not in content:
         raise ValueError(f"content is missing key {key!r}; got keys {sorted(content)}")
-    value = np.array(content[key], dtype=dtype)
+    value: np.ndarray = np.array(content[key], dtype=dtype)
     if value.shape != shape:
         raise ValueError(f"content[{key!r}] must have shape {shape}, got {value.shape}")
     return value
@@ -247,8 +243,9 @@ class Battleship(MemoryTask):
     the in-bounds placements that overlap no earlier ship (POPGym draws a start square, an
     axis and a sign and retries until the segment is legal, so each legal segment has the
     same weight). Here all in-bounds placements of each size are tabulated once; per ship,
-    every env draws a uniform key per placement, masks the blocked ones and takes the argmax:
-    exact, a fixed amount of work, no retry loop.
+    every env counts its ``c`` legal placements, draws ``k`` uniform in ``{0..c-1}`` (from a
+    float64 uniform) and takes its ``k``-th legal placement: exact, a fixed amount of work
+    (``O(B * P * size)`` per ship, ``P <= 2 N^2`` placements), no retry loop.
     """
 
     name = "Battleship"
@@ -288,9 +285,17 @@ class Battleship(MemoryTask):
         board = torch.zeros_like(self.board)
         for s in self.ship_sizes:  # a fixed loop over ships, vectorised over envs
             squares = self._placements[s]  # (P, s)
-            blocked = board[:, squares].any(-1)  # (B, P)
-            keys = self.rand(self.num_envs, squares.shape[0]).masked_fill(blocked, -1.0)
-            board = board.scatter(1, squares[keys.argmax(1)], True)
+            # one (B, P) gather per square of the ship: much faster than board[:, squares]
+            hit = [board.gather(1, squares[:, j].expand(self.num_envs, -1)) for j in range(s)]
+            legal = ~functools.reduce(torch.logical_or, hit)  # (B, P)
+            seen = legal.cumsum(1)  # legal placements up to each one
+            count = seen[:, -1:]  # >= 1: _check_battleship guarantees room
+            u = torch.rand(
+                self.num_envs, 1, generator=self.generator, dtype=torch.float64, device=self.device
+            )
+            k = torch.minimum((u * count).long(), count - 1)  # uniform in {0..count-1}
+            choice = (seen <= k).sum(1)  # the (k+1)-th legal placement
+            board = board.scatter(1, squares[choice], True)
         return board
 
     def _new_episode(self, mask: Tensor, content: dict[str, Tensor] | None = None) -> None:
@@ -488,9 +493,8 @@ class MineSweeperGym(MemoryTaskGym):
     def _new_episode(self, content: dict[str, Any] | None) -> None:
         N = self.board_size
         if content is None:
-            mines = np.zeros(N * N, dtype=np.int8)
-            mines[self.np_random.choice(N * N, size=self.num_mines, replace=False)] = 1
-            mines = mines.reshape(N, N)
+            mines = np.zeros((N, N), dtype=np.int8)
+            mines.reshape(-1)[self.np_random.choice(N * N, size=self.num_mines, replace=False)] = 1
         else:
             mines = _twin_content(content, "mines", (N, N), np.int8)
         self.content = {"mines": mines}
@@ -791,7 +795,7 @@ class _CartPole(_RedrawOnReset):
         self.t = self.t.masked_fill(mask, 0)
 
     def _observe(self) -> Tensor:
-        obs = self.state[:, [0, 2]].float()
+        obs = self.state[:, ::2].float()  # [x, theta]; a slice, no index tensor to upload
         if self.noisy:
             index = self.t[:, None, None].expand(-1, 1, 2)
             obs = obs + self.noise.gather(1, index).squeeze(1)
@@ -842,7 +846,7 @@ class PositionOnlyCartPole(_CartPole):
         "Hard": {"episode_length": 600},
     }
 
-    def _setup(self, episode_length: int = 200) -> None:  # type: ignore[override]
+    def _setup(self, episode_length: int = 200) -> None:
         super()._setup(episode_length=episode_length)
 
 
@@ -860,7 +864,7 @@ class NoisyPositionOnlyCartPole(_CartPole):
     }
     noisy = True
 
-    def _setup(self, noise_sigma: float = 0.1, episode_length: int = 200) -> None:  # type: ignore[override]
+    def _setup(self, noise_sigma: float = 0.1, episode_length: int = 200) -> None:
         super()._setup(episode_length=episode_length, noise_sigma=noise_sigma)
 
 
@@ -871,7 +875,8 @@ class _CartPoleGym(MemoryTaskGym):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        extra = self.observation_space.shape[0] - 2  # prev action / first flag, in [0, 1]
+        # the prev-action one-hot and first-step flag follow the task obs, in [0, 1]
+        extra = (self.num_actions if self.prev_action else 0) + int(self.first_flag)
         low = np.concatenate([-OBS_HIGH, np.zeros(extra, dtype=np.float32)])
         high = np.concatenate([OBS_HIGH, np.ones(extra, dtype=np.float32)])
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -925,7 +930,7 @@ class _CartPoleGym(MemoryTaskGym):
 class PositionOnlyCartPoleGym(_CartPoleGym):
     """NumPy twin of :class:`PositionOnlyCartPole`."""
 
-    def _setup(self, episode_length: int = 200) -> None:  # type: ignore[override]
+    def _setup(self, episode_length: int = 200) -> None:
         super()._setup(episode_length=episode_length)
 
 
@@ -934,7 +939,7 @@ class NoisyPositionOnlyCartPoleGym(_CartPoleGym):
 
     noisy = True
 
-    def _setup(self, noise_sigma: float = 0.1, episode_length: int = 200) -> None:  # type: ignore[override]
+    def _setup(self, noise_sigma: float = 0.1, episode_length: int = 200) -> None:
         super()._setup(episode_length=episode_length, noise_sigma=noise_sigma)
 
 

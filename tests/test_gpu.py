@@ -1,0 +1,70 @@
+"""CUDA code paths (``pytest -m gpu`` on a machine with a GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import envs.memory as memory
+from rlstm.cli import main
+from rlstm.core import RecurrentCore
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cudnn_sequence_equals_step_loop(kind: str) -> None:
+    core = RecurrentCore(kind, 16, 32, 2).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(32, 64, 16, device="cuda", generator=g, requires_grad=True)
+    state = torch.randn(core.state_slots, 64, 32, device="cuda", generator=g)
+    starts = torch.rand(32, 64, device="cuda", generator=g) < 0.1
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    out, final = core.sequence(x, state, starts)
+    ref, ref_final = core.sequence_reference(x, state, starts)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(final, ref_final, rtol=1e-4, atol=1e-5)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    (rx,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", memory.task_names())
+def test_memory_step_never_syncs_with_host(name: str) -> None:
+    env = memory.make(name, num_envs=256, device="cuda", seed=0, check_range=False)
+    env.reset()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(30):
+            env.step(torch.randint(0, env.num_actions, (256,), device="cuda", generator=g))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
+    code = main(
+        [
+            "train",
+            "env.id=RepeatPreviousEasy",
+            "env.num_envs=256",
+            "ppo.num_steps=32",
+            "ppo.bptt_len=16",
+            "ppo.total_timesteps=32768",
+            "ppo.state_refresh=epoch",
+            "run.device=cuda",
+            "run.progress=false",
+            f"run.out_dir={tmp_path}",
+            "run.run_name=g",
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "g" / "summary.json").read_text())["steps"] == 32768
+    assert main(["eval", str(tmp_path / "g"), "--episodes", "64", "--device", "cuda"]) == 0
