@@ -257,7 +257,8 @@ def bench_core(device_name: str, seconds: float) -> str:
     device = resolve_device(device_name)
     torch.backends.cudnn.benchmark = True
     rows = [
-        "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio | step loop ms |",
+        "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
+        "| step loop ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for kind, (L, M), H, p in [
@@ -286,20 +287,18 @@ def bench_core(device_name: str, seconds: float) -> str:
                 torch.cuda.synchronize()
             return (time.perf_counter() - start) / n * 1e3
 
-        def run(path, s):  # type: ignore[no-untyped-def]
+        def run(path, x=x, state=state, s=no_starts):  # type: ignore[no-untyped-def]
             return lambda: path(x, state, s)[0].sum().backward()
 
-        plain = timed(run(core.sequence, no_starts))
-        fused = timed(run(core.sequence, starts))
-        loop = timed(run(core.sequence_reference, starts))
+        plain = timed(run(core.sequence, s=no_starts))
+        fused = timed(run(core.sequence, s=starts))
+        loop = timed(run(core.sequence_reference, s=starts))
         rows.append(
             f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
             f"{fused / plain:.2f} | {loop:.2f} |"
         )
-    return (
-        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})\n"
-        + "\n".join(rows)
-    )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"device: {device} ({name})\n" + "\n".join(rows)
 
 
 def cmd_suite(args: argparse.Namespace) -> int:

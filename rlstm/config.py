@@ -134,6 +134,11 @@ class RunConfig:
     time_limit: float = doc(
         "stop cleanly after the iteration that passes this many seconds (0 = off)", default=0.0
     )
+    lstm_log_every: int = doc(
+        "log lstm/* diagnostics (gate histograms, saturation, mean forget gate, state norms) "
+        "every N iterations (0 = off)",
+        default=10,
+    )
 
 
 @dataclass
@@ -338,6 +343,7 @@ def validate(cfg: Config) -> None:
         "run.checkpoint_every": r.checkpoint_every,
         "run.torch_threads": r.torch_threads,
         "run.time_limit": r.time_limit,
+        "run.lstm_log_every": r.lstm_log_every,
     }
     for key, value in non_negative.items():
         if value < 0:

@@ -471,14 +471,15 @@ def log_rollout_diagnostics(
     """:func:`log_lstm_diagnostics` on the first ``num_steps`` steps of the first
     ``num_envs`` envs of a :class:`rlstm.buffer.RolloutBuffer`, from their stored state and
     with the agent's current weights."""
-    if getattr(agent.core, "kind", None) not in GATES:
+    core, encoder = getattr(agent, "core", None), getattr(agent, "encoder", None)
+    if getattr(core, "kind", None) not in GATES or encoder is None:
         return {}
     L, M = min(num_steps, buffer.num_steps), min(num_envs, buffer.num_envs)
     with torch.no_grad():
         obs = buffer.obs[:L, :M]
-        features = agent.encoder(obs.reshape(L * M, *obs.shape[2:])).view(L, M, -1)
+        features = encoder(obs.reshape(L * M, *obs.shape[2:])).view(L, M, -1)
     return log_lstm_diagnostics(
-        agent.core, features, buffer.states[0][:, :M], buffer.starts[:L, :M], writer, step
+        core, features, buffer.states[0][:, :M], buffer.starts[:L, :M], writer, step
     )
 
 

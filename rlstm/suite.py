@@ -46,13 +46,16 @@ from typing import Any
 
 from rlstm.config import CHOICES, Config, ConfigError, build_config, load_yaml, to_yaml
 
-# `rlstm <argv>` run with its console output going to a log file; returns the exit status.
-Runner = Callable[[list[str], Path], int]
+# Runs `rlstm` commands (argv lists) in order, their console output going to a log file, until
+# one fails; returns the last exit status.
+Runner = Callable[[list[list[str]], Path], int]
 Log = Callable[[str], None]
 
 CORES = CHOICES["agent.core"]
 EVAL_SEED = 12345  # eval episodes differ from training ones; cell seed s evaluates with 12345 + s
-INTERRUPTED = (130, 143)  # the trainer's exit status after SIGINT / SIGTERM (checkpoint saved)
+# Exit statuses of a stopped cell: the trainer's after SIGINT / SIGTERM (checkpoint saved), or a
+# child process killed by either signal.
+INTERRUPTED = (130, 143, -2, -15)
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "memory"
 
 # Hyperparameters for a task without its own configs/memory/*.yaml: the GPU settings the
@@ -404,31 +407,47 @@ def cell_config(cell: Cell, opts: SuiteOptions, yaml_by_task: Mapping[str, Path]
 
 # -- running cells ------------------------------------------------------------------------
 def in_process_runner(cli_main: Callable[[list[str]], int]) -> Runner:
-    """Run ``rlstm <argv>`` in this process with stdout and stderr going to the log."""
+    """Run ``rlstm`` commands in this process, their stdout and stderr going to the log."""
 
-    def run(argv: list[str], log_path: Path) -> int:
+    def run(commands: list[list[str]], log_path: Path) -> int:
+        code = 0
         with open(log_path, "a") as log:
-            log.write(f"$ rlstm {' '.join(argv)}\n")
-            log.flush()
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                try:
-                    return int(cli_main(argv))
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:  # a crash in a cell is that cell's failure
-                    traceback.print_exc(file=log)
-                    return 1
+            for argv in commands:
+                log.write(f"$ rlstm {' '.join(argv)}\n")
+                log.flush()
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    try:
+                        code = int(cli_main(argv))
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException:  # a crash in a cell is that cell's failure
+                        traceback.print_exc(file=log)
+                        code = 1
+                if code:
+                    break
+        return code
 
     return run
 
 
-def subprocess_runner(argv: list[str], log_path: Path) -> int:
-    """Run ``python -m rlstm <argv>`` as a child process, output to the log."""
+# One interpreter per cell runs its train and eval commands: torch is imported once, not twice.
+_CHILD = """\
+import json, sys
+from rlstm.cli import main
+for argv in json.loads(sys.argv[1]):
+    print("$ rlstm " + " ".join(argv), flush=True)
+    code = main(argv)
+    sys.stdout.flush()
+    if code:
+        sys.exit(code)
+"""
+
+
+def subprocess_runner(commands: list[list[str]], log_path: Path) -> int:
+    """Run ``rlstm`` commands in a child Python process, output to the log."""
     with open(log_path, "a") as log:
-        log.write(f"$ {sys.executable} -m rlstm {' '.join(argv)}\n")
-        log.flush()
         proc = subprocess.run(
-            [sys.executable, "-m", "rlstm", *argv],
+            [sys.executable, "-c", _CHILD, json.dumps(commands)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -477,35 +496,33 @@ def run_cell(cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner) -> dic
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(to_yaml(cfg))
     start = time.perf_counter()
+    commands = []
     if not (run_dir / "summary.json").is_file():
         if (run_dir / "checkpoint.pt").is_file():  # interrupted earlier: continue it
-            argv = ["train", "--resume", str(run_dir)]
+            commands.append(["train", "--resume", str(run_dir)])
         else:
             if run_dir.exists():  # died before its first checkpoint: nothing to keep
                 shutil.rmtree(run_dir)
-            argv = ["train", str(config_path)]
-        code = runner(argv, log_path)
-        if code in INTERRUPTED:
-            raise CellInterrupted(f"{cell.name}: training stopped (exit {code})")
-        if code != 0 or not (run_dir / "summary.json").is_file():
-            raise RuntimeError(last_line(log_path) or f"rlstm train exited with status {code}")
-    argv = [
-        "eval",
-        str(run_dir),
-        "--episodes",
-        str(opts.eval_episodes),
-        "--device",
-        opts.device,
-        "--seed",
-        str(EVAL_SEED + cell.seed),
-        *(["--greedy"] if opts.greedy else []),
-    ]
+            commands.append(["train", str(config_path)])
+    commands.append(
+        [
+            "eval",
+            str(run_dir),
+            "--episodes",
+            str(opts.eval_episodes),
+            "--device",
+            opts.device,
+            "--seed",
+            str(EVAL_SEED + cell.seed),
+            *(["--greedy"] if opts.greedy else []),
+        ]
+    )
     (run_dir / "eval.json").unlink(missing_ok=True)
-    code = runner(argv, log_path)
+    code = runner(commands, log_path)
     if code in INTERRUPTED:
-        raise CellInterrupted(f"{cell.name}: evaluation stopped (exit {code})")
+        raise CellInterrupted(f"{cell.name}: stopped (exit status {code})")
     if code != 0 or not (run_dir / "eval.json").is_file():
-        raise RuntimeError(last_line(log_path) or f"rlstm eval exited with status {code}")
+        raise RuntimeError(last_line(log_path) or f"rlstm exited with status {code}")
     summary = json.loads((run_dir / "summary.json").read_text())
     evaluation = json.loads((run_dir / "eval.json").read_text())
     log_eval_scalars(run_dir, summary.get("steps", 0), evaluation)
@@ -891,14 +908,18 @@ def write_chart(path: Path, opts: SuiteOptions, results: Sequence[dict[str, Any]
     for ax, task in zip(axes[1 if plain else 0 :], swept):
         for core in opts.cores:
             rows = [r for r in done if r["task"] == task and r["core"] == core]
-            grid = sorted({r["length"] for r in rows})
+            lengths = sorted({r["length"] for r in rows})
             means = [
                 _mean_std([_num(r["success_rate"]) for r in rows if r["length"] == L])[0]
-                for L in grid
+                for L in lengths
             ]
-            ax.plot(grid, means, marker="o", label=core)
+            ax.plot(lengths, means, marker="o", label=core)
         ax.axhline(SWEEPS[task].threshold, color="gray", linestyle="--", linewidth=1)
+        grid = sorted({r["length"] for r in results if r["task"] == task})
         ax.set_xscale("log")
+        ax.set_xlim(min(grid) / 1.5, max(grid) * 1.5)
+        ax.set_xticks(grid, [str(L) for L in grid], minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("length")
         ax.set_ylabel("success rate")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rlstm import checkpoint
 from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
+from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
 from rlstm.ppo import update
 from rlstm.vec import VecEnv
@@ -294,6 +295,10 @@ class Trainer:
                 logger.record("perf/update_time", update_time)
                 logger.record("perf/iteration_time", now - it_start)
                 logger.dump(self.global_step, self.iteration, num_iterations)
+                if cfg.run.lstm_log_every and self.iteration % cfg.run.lstm_log_every == 0:
+                    log_rollout_diagnostics(
+                        self.agent, self.buffer, logger.writer, self.global_step
+                    )
                 every = cfg.run.checkpoint_every
                 out_of_time = 0 < cfg.run.time_limit <= self.elapsed
                 if (

@@ -80,7 +80,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(
     assert cut["iteration"] == full["iteration"] == 6
     for key, value in full["agent"].items():
         assert torch.equal(value, cut["agent"][key]), key
-    for (k, a), (_, b) in zip(
+    for (_, a), (_, b) in zip(
         full["optimizer"]["state"].items(), cut["optimizer"]["state"].items()
     ):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(
