@@ -46,10 +46,13 @@ class RecurrentAgent(nn.Module):
         logits, value = self.heads(out)
         return logits, value, state
 
-    def sequence(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``obs (L, M, *obs_shape)`` -> ``(logits (L, M, A), values (L, M), final_state)``."""
+    def sequence(
+        self, obs: Tensor, state: Tensor, starts: Tensor, need_state: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``obs (L, M, *obs_shape)`` -> ``(logits (L, M, A), values (L, M), final_state)``;
+        ``need_state=False`` skips the final state (``None``) for the faster path."""
         L, M = starts.shape
         features = self.encoder(obs.reshape(L * M, *self.obs_shape)).view(L, M, -1)
-        out, state = self.core.sequence(features, state, starts)
+        out, state = self.core.sequence(features, state, starts, need_state)
         logits, value = self.heads(out)
         return logits, value, state

@@ -151,12 +151,15 @@ class _PinnedStaging:
 
     A buffer is refilled only after the copy that last read it has finished (its event), so
     the CPU never overwrites memory a DMA is still reading; with two buffers that wait is
-    almost always already over.
+    almost always already over. The host-side copy is numpy's single-threaded ``copyto``: a
+    torch ``copy_`` of this size runs an OpenMP region whose threads fight ale-py's workers
+    for the cores.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
         self.device = device
         self.buffers = [torch.empty(shape, dtype=dtype, pin_memory=True) for _ in range(2)]
+        self.arrays = [buf.numpy() for buf in self.buffers]
         self.events = [torch.cuda.Event(), torch.cuda.Event()]
         self.used = [False, False]
         self.index = 0
@@ -166,9 +169,8 @@ class _PinnedStaging:
         self.index ^= 1
         if self.used[i]:
             self.events[i].synchronize()
-        buf = self.buffers[i]
-        buf.copy_(torch.from_numpy(array).view(buf.shape))
-        out = buf.to(self.device, non_blocking=True)
+        np.copyto(self.arrays[i], array.reshape(self.arrays[i].shape), casting="no")
+        out = self.buffers[i].to(self.device, non_blocking=True)
         self.events[i].record()
         self.used[i] = True
         return out
@@ -348,7 +350,7 @@ class AtariEnv(VecEnv):
         actions = self.check_actions(actions, check_range=False)
         host_actions = actions.cpu().numpy()  # the emulators need them on the host anyway
         lo, hi = int(host_actions.min()), int(host_actions.max())
-        if lo < 0 or hi >= self.num_actions:  # ale-py silently plays NOOP for these
+        if lo < 0 or hi >= self.num_actions:  # checked here so the error names the values
             raise ValueError(
                 f"actions must lie in [0, {self.num_actions - 1}], got values in [{lo}, {hi}]"
             )
@@ -372,9 +374,9 @@ class AtariEnv(VecEnv):
         )
 
         frames = self._frames("obs", obs)
-        if restarted.any():
-            final = self._frames("final_obs", info["final_obs"])  # stale where not restarted
-            final = torch.where(done_t[:, None, None, None], final, frames)
+        if restarted.any():  # ale-py's final_obs is stale where the game did not restart
+            final_np = np.where(restarted[:, None, None, None], info["final_obs"], obs)
+            final = self._frames("final_obs", final_np)
         else:
             final = frames
         if self.flicker > 0.0:

@@ -203,6 +203,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = setup_torch(cfg)
     num_envs = args.num_envs or min(cfg.env.num_envs, args.episodes)
     env = make_env(cfg, device, num_envs=num_envs, seed=args.seed)
+    if args.video:  # films env 0's episodes (image observations only)
+        from rlstm.inspection import VideoRecorder
+
+        try:
+            env = VideoRecorder(env, args.video)
+        except (ValueError, ImportError) as exc:
+            env.close()
+            raise UsageError(str(exc)) from None
     agent = make_agent(cfg, env).to(device)
     check_compatible(data, cfg, env, agent)
     agent.load_state_dict(data["agent"])
@@ -217,6 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report.update(
         {"env": cfg.env.id, "greedy": args.greedy, "checkpoint_step": data["global_step"]}
     )
+    if args.video:
+        report["videos"] = [str(p) for p in env.paths]
     (out_dir / "eval.json").write_text(
         json.dumps({**report, "returns": result["returns"]}, indent=2)
     )
@@ -258,8 +268,8 @@ def bench_core(device_name: str, seconds: float) -> str:
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
-        "| step loop ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| + final state (packed) ms | step loop ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, (L, M), H, p in [
         ("lstm", (64, 128), 128, 0.02),
@@ -290,12 +300,19 @@ def bench_core(device_name: str, seconds: float) -> str:
         def run(path, x=x, state=state, s=no_starts):  # type: ignore[no-untyped-def]
             return lambda: path(x, state, s)[0].sum().backward()
 
-        plain = timed(run(core.sequence, s=no_starts))
-        fused = timed(run(core.sequence, s=starts))
+        def outputs_only(x, state, s, core=core):  # type: ignore[no-untyped-def]
+            return core.sequence(x, state, s, need_state=False, method="segments")
+
+        def with_state(x, state, s, core=core):  # type: ignore[no-untyped-def]
+            return core.sequence(x, state, s, method="segments")
+
+        plain = timed(run(outputs_only, s=no_starts))
+        fused = timed(run(outputs_only, s=starts))
+        packed = timed(run(with_state, s=starts))
         loop = timed(run(core.sequence_reference, s=starts))
         rows.append(
             f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
-            f"{fused / plain:.2f} | {loop:.2f} |"
+            f"{fused / plain:.2f} | {packed:.2f} | {loop:.2f} |"
         )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return f"device: {device} ({name})\n" + "\n".join(rows)
@@ -318,6 +335,72 @@ def cmd_suite(args: argparse.Namespace) -> int:
         echo=print,
         log=lambda line: print(f"rlstm suite: {line}", file=sys.stderr, flush=True),
     )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rlstm.inspection import record, write_report
+
+    data = load_checkpoint(args.path)
+    cfg = config_from_dict(data["config"])
+    cfg.run.device = args.device or "auto"
+    device = setup_torch(cfg)
+    env = make_env(cfg, device, num_envs=args.episodes, seed=args.seed)  # one env per episode
+    agent = make_agent(cfg, env).to(device)
+    check_compatible(data, cfg, env, agent)
+    agent.load_state_dict(data["agent"])
+    agent.eval()
+    variables: tuple[Any, ...] = ()
+    if backend_of(cfg) == "memory":
+        from envs.memory.hidden import hidden_variables
+
+        variables = hidden_variables(env)
+    try:
+        rec = record(
+            agent,
+            env,
+            args.episodes,
+            variables,
+            greedy=args.greedy,
+            seed=args.seed,
+            max_steps=args.max_steps,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        env.close()
+    path = Path(args.path)
+    run_dir = path if path.is_dir() else path.parent
+    out = Path(args.out) if args.out else run_dir / "inspect"
+    writer = SummaryWriter(str(run_dir))  # images under inspect/* beside the run's curves
+    try:
+        summary = write_report(rec, out, writer, step=int(data["global_step"]))
+    finally:
+        writer.close()
+    print(
+        f"{cfg.env.id}: {summary['episodes']} episodes, {summary['steps']} steps, "
+        f"mean return {summary['mean_return']:.4f} -> {out}"
+    )
+    for p in summary["probes"]:
+        best = ", ".join(f"{u['unit']} ({u[p['metric']]:+.3f})" for u in p["best_units"][:3])
+        print(f"  {p['variable']}: best {p['state']} units by {p['metric']}: {best}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rlstm.plotting import plot_curves
+
+    try:
+        summary = plot_curves(args.runs, args.out, tag=args.tag, x=args.x, group=not args.separate)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for name, row in summary.items():
+        print(
+            f"{name}: {len(row['runs'])} run(s), final {row['final']:.4f}, best {row['best']:.4f}"
+        )
+    print(f"rlstm: wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def _timestamp() -> str:
@@ -351,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-envs", type=int, default=0, help="parallel envs (default: the run's)")
     ev.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
     ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument(
+        "--video",
+        metavar="DIR",
+        help="write env 0's episodes (at most 10) as MP4s "
+        "to DIR; image observations only; needs pip install 'rlstm[video]'",
+    )
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
@@ -374,6 +463,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_suite_arguments(suite)
     suite.set_defaults(func=cmd_suite)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="record LSTM gates and states; heatmaps and probes",
+        description="Run the policy, record per step and unit the first layer's "
+        "gates, cell and hidden state; write heatmaps, probes of the task's "
+        "hidden variables and an .npz to --out, images to TensorBoard.",
+    )
+    ins.add_argument("path", help="run directory or checkpoint file")
+    ins.add_argument("--episodes", type=int, default=8, help="episodes (one env each)")
+    ins.add_argument("--out", help="output directory (default RUN_DIR/inspect)")
+    ins.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
+    ins.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
+    ins.add_argument("--max-steps", type=int, default=10_000, help="cut episodes at this step")
+    ins.add_argument("--seed", type=int, default=12345)
+    ins.set_defaults(func=cmd_inspect)
+
+    plot = sub.add_parser(
+        "plot",
+        help="learning curves from TensorBoard event files",
+        description="Runs named alike but for the seed (NAME__s3, "
+        "ENV__SEED__TIME, NAME-2) are drawn as one curve: their mean, "
+        "with the min-max range shaded.",
+    )
+    plot.add_argument("runs", nargs="+", help="run directories, or directories of runs")
+    plot.add_argument("--out", default="curves.png", help="image file (default curves.png)")
+    plot.add_argument(
+        "--x", choices=["steps", "time"], default="steps", help="env steps or wall time"
+    )
+    plot.add_argument("--tag", default="charts/episodic_return", help="scalar to plot")
+    plot.add_argument("--separate", action="store_true", help="one curve per run, no grouping")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -85,18 +85,40 @@ class RecurrentCore(nn.Module):
         out, new_state = self._run(x[None], state)
         return out[0], new_state
 
-    def sequence(self, x: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+    def sequence(
+        self,
+        x: Tensor,
+        state: Tensor,
+        starts: Tensor,
+        need_state: bool = True,
+        method: str = "auto",
+    ) -> tuple[Tensor, Tensor | None]:
         """Run ``x (L, M, in)`` from ``state (S*l, M, H)`` with resets at ``starts (L, M)``.
 
         Returns ``(out (L, M, H), final_state (S*l, M, H))``, equal to the step loop.
+        ``need_state=False`` (the training loss needs only outputs) may return ``None`` for
+        the final state and takes the faster path: one plain padded cuDNN call, since padding
+        at the end of a segment cannot change its outputs; a packed call, which also yields
+        each segment's own final state, costs several times more on cuDNN.
+
+        ``method``: ``segments`` (the above), ``loop`` (``step`` over time), or ``auto``:
+        segments on CUDA, where one call is latency-bound and wider batches are nearly free,
+        and the loop on CPU, where cost grows with the segment count and the loop measured
+        faster (benchmarks/RESULTS.md).
         """
         L, M = starts.shape
         if self.rnn is None:
             return self.mlp(x), state
+        if method == "auto":
+            method = "segments" if x.device.type == "cuda" else "loop"
+        if method not in ("segments", "loop"):
+            raise ValueError(f"method={method!r} must be auto, segments or loop")
         state = state * (~starts[0]).to(state.dtype)[None, :, None]
         inner = starts[1:]
         if not bool(inner.any()):
             return self._run(x, state)
+        if method == "loop":
+            return self.sequence_reference(x, state, starts)
 
         # Segments: a new one begins at t=0 of every column and at every inner start.
         begins = starts.clone()
@@ -110,17 +132,21 @@ class RecurrentCore(nn.Module):
         lengths = torch.bincount(seg_id)  # (S,)
         offset = time - seg_begin[seg_id]  # time of (m, t) inside its segment
         num_segments = seg_begin.numel()
+        longest = int(lengths.max())
 
-        # Inputs laid out per segment: (L, S, in), padded at the end of short segments.
+        # Inputs laid out per segment: (longest, S, in), padded at the end of short segments.
         flat_x = x.transpose(0, 1).reshape(M * L, -1)
-        padded = flat_x.new_zeros(L, num_segments, flat_x.shape[-1])
+        padded = flat_x.new_zeros(longest, num_segments, flat_x.shape[-1])
         padded[offset, seg_id] = flat_x
         # A segment beginning at t>0 begins an episode (zero state); one at t=0 continues
         # the column's (already reset-masked) state.
         seg_state = state[:, seg_column] * (seg_begin == 0).to(state.dtype)[None, :, None]
+        if not need_state:
+            out, _ = self._run(padded, seg_state)
+            return out[offset, seg_id].view(M, L, -1).transpose(0, 1), None
         packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
         out_packed, seg_final = self._run(packed, seg_state)
-        out, _ = pad_packed_sequence(out_packed, total_length=L)
+        out, _ = pad_packed_sequence(out_packed, total_length=longest)
         flat_out = out[offset, seg_id]  # (M*L, H)
         # The final state of a column is that of its last segment.
         last_segment = torch.zeros(M, dtype=torch.long, device=x.device)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rlstm.vec import StepResult, VecEnv
 
@@ -72,14 +72,14 @@ class HiddenVariable:
             )
 
 
-def _require_rnn(core: nn.Module) -> str:
+def _require_rnn(core: Any) -> str:
     kind = getattr(core, "kind", None)
     if kind not in GATES:
         raise ValueError(f"core kind {kind!r} has no gates to inspect; needs lstm or gru")
     return str(kind)
 
 
-def _layer0(core: nn.Module, state: Tensor) -> dict[str, Tensor]:
+def _layer0(core: Any, state: Tensor) -> dict[str, Tensor]:
     """The first layer's hidden (and cell) state in ``state (S*l, B, H)``."""
     out = {"hidden": state[0]}
     if core.kind == "lstm":
@@ -133,13 +133,13 @@ class Recording:
         """Write every array, the lengths and the metadata to one ``.npz``."""
         path = Path(path)
         meta = {"kind": self.kind, "variables": self.variables, "max_abs_error": self.max_abs_error}
-        np.savez_compressed(
-            path,
-            lengths=self.lengths,
-            complete=self.complete,
-            meta=np.array(json.dumps(meta)),
+        arrays = {
             **self.arrays,
-        )
+            "lengths": self.lengths,
+            "complete": self.complete,
+            "meta": np.array(json.dumps(meta)),
+        }
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod
@@ -148,14 +148,18 @@ class Recording:
             meta = json.loads(str(data["meta"]))
             arrays = {k: data[k] for k in data.files if k not in ("lengths", "complete", "meta")}
             return cls(
-                meta["kind"], arrays, data["lengths"], data["complete"], meta["variables"],
+                meta["kind"],
+                arrays,
+                data["lengths"],
+                data["complete"],
+                meta["variables"],
                 float(meta["max_abs_error"]),
-            )  # fmt: skip
+            )
 
 
 @torch.no_grad()
 def record(
-    agent: nn.Module,
+    agent: Any,
     env: VecEnv,
     episodes: int,
     variables: Sequence[HiddenVariable] = (),
@@ -168,8 +172,10 @@ def record(
 
     ``agent`` is a recurrent actor-critic with ``step(obs, state, starts)``,
     ``initial_state``, an ``encoder`` and a ``core`` (:class:`rlstm.core.RecurrentCore`,
-    lstm or gru). Actions are arg-max with ``greedy``, else sampled (seeded). Episodes still
-    running after ``max_steps`` steps are kept, marked incomplete.
+    lstm or gru). Actions are arg-max with ``greedy``, else sampled (seeded). An episode
+    ends where ``terminated | truncated``, i.e. where the core's state is reset (with Atari's
+    ``life_loss=terminal`` that is a life). Episodes still running after ``max_steps`` steps
+    are kept, marked incomplete.
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
@@ -248,8 +254,9 @@ class Probe:
 
     ``scores (H,)``: per unit, Pearson r (``scalar``, signed) or the correlation ratio eta in
     [0, 1] (``category``). ``best_units``: units by decreasing ``|score|``. ``linear``: a
-    ridge probe on all units, fitted on the even episodes and scored on the odd ones (on all
-    of them when there is one episode): R^2 for a scalar, accuracy for a category.
+    linear probe on all units, fitted on the even episodes and scored on the odd ones (on
+    all of them when there is one episode): R^2 of ridge regression for a scalar, accuracy
+    of linear discriminant analysis for a category.
     """
 
     variable: str
@@ -304,20 +311,31 @@ def correlation_ratio(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(ratio, 0.0, 1.0))
 
 
-def _ridge_probe(x: np.ndarray, y: np.ndarray, train: np.ndarray, kind: str) -> float:
+def _linear_probe(x: np.ndarray, y: np.ndarray, train: np.ndarray, kind: str) -> float:
+    """Fit on the ``train`` steps, score on the others: ridge regression (R^2) for a scalar,
+    linear discriminant analysis with a shared, shrunk covariance (accuracy) for a category
+    (unlike least squares on one-hot targets, LDA also reads a category coded as one
+    ordered unit)."""
     test = ~train if (~train).any() else train
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-    z = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], axis=1)
+    z = (x - mean) / std
+    ridge = 1e-2 * np.eye(z.shape[1])
     if kind == "category":
         classes, index = np.unique(y, return_inverse=True)
-        target = np.eye(len(classes))[index]
-    else:
-        target = y[:, None].astype(np.float64)
-    a = z[train]
-    w = np.linalg.solve(a.T @ a + 1e-2 * np.eye(a.shape[1]), a.T @ target[train])
-    pred = z[test] @ w
-    if kind == "category":
-        return float((pred.argmax(1) == index[test]).mean())
+        present = [k for k in range(len(classes)) if (index[train] == k).any()]
+        means = np.stack([z[train][index[train] == k].mean(0) for k in present])
+        centred = z[train] - means[np.searchsorted(present, index[train])]
+        cov = centred.T @ centred / max(1, len(centred)) + ridge
+        w = np.linalg.solve(cov, means.T)  # (H, K)
+        prior = np.log([np.mean(index[train] == k) for k in present])
+        logits = z[test] @ w - 0.5 * (means * w.T).sum(1) + prior
+        return float((np.asarray(present)[logits.argmax(1)] == index[test]).mean())
+    a = np.concatenate([z, np.ones((len(z), 1))], axis=1)
+    target = y.astype(np.float64)
+    coef = np.linalg.solve(
+        a[train].T @ a[train] + np.pad(ridge, (0, 1)), a[train].T @ target[train]
+    )
+    pred = a[test] @ coef
     sst = ((target[test] - target[test].mean()) ** 2).sum()
     return float(1.0 - ((target[test] - pred) ** 2).sum() / sst) if sst > 0 else math.nan
 
@@ -330,7 +348,7 @@ def probe(rec: Recording, variable: str, state: str | None = None) -> Probe:
     scores = pearson(x, y) if kind == "scalar" else correlation_ratio(x, y)
     best = [int(u) for u in np.argsort(-np.abs(scores), kind="stable")]
     train = rec.arrays["episode"] % 2 == 0
-    return Probe(variable, kind, state, scores, best, _ridge_probe(x, y, train, kind))
+    return Probe(variable, kind, state, scores, best, _linear_probe(x, y, train, kind))
 
 
 # -- report -------------------------------------------------------------------------------
@@ -371,9 +389,14 @@ def write_report(
     images: dict[str, Path] = {}
     for name in rec.gate_names:
         fig = plotting.unit_heatmap(
-            a[name], starts, rewards, title=f"{rec.kind} {name} (units x time)",
-            gate=name in SIGMOID_GATES[rec.kind], actions=a["action"], obs=obs,
-        )  # fmt: skip
+            a[name],
+            starts,
+            rewards,
+            title=f"{rec.kind} {name} (units x time)",
+            gate=name in SIGMOID_GATES[rec.kind],
+            actions=a["action"],
+            obs=obs,
+        )
         image = plotting.render(fig)
         images[f"heatmap/{name}"] = plotting.write_png(image, out / f"heatmap_{name}.png")
         if writer is not None:
@@ -384,11 +407,14 @@ def write_report(
         probes.append(result.to_dict())
         unit = result.best_units[0]
         fig = plotting.probe_plot(
-            a[result.state][:, unit], a[f"var_{variable}"], starts,
+            a[result.state][:, unit],
+            a[f"var_{variable}"],
+            starts,
             title=f"{variable}: {result.state} unit {unit} "
             f"({probes[-1]['metric']} = {result.best_score:+.3f})",
-            unit_label=f"{result.state}[{unit}]", variable_label=variable,
-        )  # fmt: skip
+            unit_label=f"{result.state}[{unit}]",
+            variable_label=variable,
+        )
         image = plotting.render(fig)
         images[f"probe/{variable}"] = plotting.write_png(image, out / f"probe_{variable}.png")
         if writer is not None:
@@ -414,7 +440,7 @@ def write_report(
 # -- training diagnostics -----------------------------------------------------------------
 @torch.no_grad()
 def lstm_diagnostics(
-    core: nn.Module, features: Tensor, state: Tensor, starts: Tensor
+    core: Any, features: Tensor, state: Tensor, starts: Tensor
 ) -> dict[str, Tensor]:
     """Replay the first layer's gates over ``features (L, M, in)`` from ``state (S*l, M, H)``
     with resets at ``starts (L, M)``. Returns each gate's activations ``(L, M, H)`` by name
@@ -432,7 +458,7 @@ def lstm_diagnostics(
 
 
 def log_lstm_diagnostics(
-    core: nn.Module, features: Tensor, state: Tensor, starts: Tensor, writer: Any, step: int
+    core: Any, features: Tensor, state: Tensor, starts: Tensor, writer: Any, step: int
 ) -> dict[str, float]:
     """Log ``lstm/*`` for the sample ``features (L, M, in)`` from ``state`` with ``starts``:
     a histogram per gate (``lstm/<gate>``), the fraction of sigmoid gates saturated below
@@ -461,7 +487,7 @@ def log_lstm_diagnostics(
 
 
 def log_rollout_diagnostics(
-    agent: nn.Module,
+    agent: Any,
     buffer: Any,
     writer: Any,
     step: int,

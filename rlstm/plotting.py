@@ -54,8 +54,14 @@ def _mark_events(ax: Any, starts: np.ndarray, rewards: np.ndarray | None) -> Non
         return
     top = ax.get_ylim()[1]
     for t in np.flatnonzero(rewards):
-        ax.plot([t], [top], marker="v", ms=5, clip_on=False,
-                color=REWARD_COLOURS[1 if rewards[t] > 0 else -1])  # fmt: skip
+        ax.plot(
+            [t],
+            [top],
+            marker="v",
+            ms=5,
+            clip_on=False,
+            color=REWARD_COLOURS[1 if rewards[t] > 0 else -1],
+        )
 
 
 def unit_heatmap(
@@ -78,11 +84,12 @@ def unit_heatmap(
     panels += [("units", values)]
     if actions is not None:
         panels += [("action", actions)]
-    heights = [max(1.0, 0.06 * o.shape[1]) if k == "obs" else 0.6 if k == "action"
-               else max(2.0, 0.05 * H) for k, o in panels]  # fmt: skip
+    sizes = {"obs": max(1.0, 0.06 * (obs.shape[1] if obs is not None else 0)), "action": 0.6}
+    heights = [sizes.get(key, min(max(2.0, 0.05 * H), 12.0)) for key, _ in panels]
     fig = _figure(min(4 + 0.05 * T, 40), sum(heights) + 1.0)
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": heights})[:, 0]  # fmt: skip
+    axes = fig.subplots(
+        len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
+    )[:, 0]
     for ax, (key, data) in zip(axes, panels):
         if key == "units":
             if gate:
@@ -90,15 +97,21 @@ def unit_heatmap(
             else:
                 bound = float(np.percentile(np.abs(data), 99)) if data.size else 1.0
                 vmin, vmax = -max(bound, 1e-6), max(bound, 1e-6)
-            image = ax.imshow(data.T, aspect="auto", cmap="RdBu_r", vmin=vmin, vmax=vmax,
-                              interpolation="nearest", origin="lower")  # fmt: skip
+            image = ax.imshow(
+                data.T,
+                aspect="auto",
+                cmap="RdBu_r",
+                vmin=vmin,
+                vmax=vmax,
+                interpolation="nearest",
+                origin="lower",
+            )
             fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
             ax.set_ylabel("unit")
             _mark_events(ax, starts, rewards)
             ax.set_title(title, pad=12)
         elif key == "obs":
-            ax.imshow(data.T, aspect="auto", cmap="Greys", interpolation="nearest",
-                      origin="lower")  # fmt: skip
+            ax.imshow(data.T, aspect="auto", cmap="Greys", interpolation="nearest", origin="lower")
             ax.set_ylabel("obs")
             _mark_events(ax, starts, None)
         else:
@@ -183,9 +196,8 @@ def load_scalars(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray,
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     if tag not in acc.Tags()["scalars"]:
-        raise ValueError(
-            f"run {str(run_dir)!r} has no scalar {tag!r}; it has: {', '.join(acc.Tags()['scalars'])}"
-        )
+        known = ", ".join(acc.Tags()["scalars"])
+        raise ValueError(f"run {str(run_dir)!r} has no scalar {tag!r}; it has: {known}")
     events = acc.Scalars(tag)
     order = np.argsort([e.step for e in events], kind="stable")
     steps = np.array([events[i].step for i in order], dtype=np.float64)
@@ -250,8 +262,14 @@ def plot_curves(
         label = f"{name} ({len(members)} runs)" if len(members) > 1 else name
         (line,) = ax.plot(grid / scale, mean, label=label, lw=1.8)
         if len(members) > 1:
-            ax.fill_between(grid / scale, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
-                            color=line.get_color(), alpha=0.2, lw=0)  # fmt: skip
+            ax.fill_between(
+                grid / scale,
+                np.nanmin(curves, axis=0),
+                np.nanmax(curves, axis=0),
+                color=line.get_color(),
+                alpha=0.2,
+                lw=0,
+            )
         summary[name] = {
             "runs": [str(run) for run, _, _ in members],
             "final": float(mean[-1]),

@@ -25,8 +25,11 @@ class Policy(Protocol):
         """``obs (B, ...)`` -> ``(logits (B, A), value (B,), new_state)``."""
         ...
 
-    def sequence(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``obs (L, M, ...)`` -> ``(logits (L, M, A), values (L, M), final_state)``."""
+    def sequence(
+        self, obs: Tensor, state: Tensor, starts: Tensor, need_state: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``obs (L, M, ...)`` -> ``(logits (L, M, A), values (L, M), final_state)``;
+        the final state may be ``None`` when ``need_state`` is false."""
         ...
 
 
@@ -54,6 +57,7 @@ def refresh_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int) -> Tenso
     for k in range(T // L - 1):
         sl = slice(k * L, (k + 1) * L)
         _, _, state = agent.sequence(buffer.obs[sl], state, buffer.starts[sl])
+        assert state is not None, "need_state=True must return the final state"
         starts_of_chunks.append(state)
     return torch.cat(starts_of_chunks, dim=1)
 
@@ -72,6 +76,7 @@ def burn_in_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int, burn_in:
         b = min(burn_in, t0)
         sl = slice(t0 - b, t0)
         _, _, state = agent.sequence(buffer.obs[sl], buffer.states[t0 - b], buffer.starts[sl])
+        assert state is not None, "need_state=True must return the final state"
         states.append(state)
     return torch.cat(states, dim=1)
 
@@ -80,7 +85,7 @@ def minibatch_loss(
     agent: Policy, mb: Chunks, cfg: PPOConfig, adv: Tensor
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped-surrogate PPO loss of one minibatch of chunks ``(L, M)``."""
-    logits, newvalue, _ = agent.sequence(mb.obs, mb.states, mb.starts)
+    logits, newvalue, _ = agent.sequence(mb.obs, mb.states, mb.starts, need_state=False)
     dist = torch.distributions.Categorical(logits=logits)
     newlogprob = dist.log_prob(mb.actions)
     entropy = dist.entropy().mean()

@@ -44,7 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlstm.config import CHOICES, Config, ConfigError, build_config, load_yaml, to_yaml
+from rlstm.config import (
+    CHOICES,
+    Config,
+    ConfigError,
+    PPOConfig,
+    build_config,
+    load_yaml,
+    to_yaml,
+)
 
 # Runs `rlstm` commands (argv lists) in order, their console output going to a log file, until
 # one fails; returns the last exit status.
@@ -240,7 +248,7 @@ def tier_tasks(tiers: Mapping[str, Iterable[Any]]) -> dict[str, list[str]]:
     a class with ``name`` and ``difficulties`` gives ``name + difficulty`` per difficulty."""
     out: dict[str, list[str]] = {}
     for tier, entries in tiers.items():
-        names = []
+        names: list[str] = []
         for entry in entries:
             cls = entry[0] if isinstance(entry, tuple) else entry
             names.extend(cls.name + difficulty for difficulty in cls.difficulties)
@@ -323,6 +331,11 @@ def options_from_args(args: argparse.Namespace, tiers: Mapping[str, list[str]]) 
             raise ConfigError(f"{flag}={value} must be >= 1")
     if args.jobs < 0:
         raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = auto)")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device={args.device!r} but CUDA is not available here")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps={args.steps} must be >= 1")
     common, per_task = parse_overrides(args.overrides, tasks)
@@ -381,7 +394,7 @@ def cell_config(cell: Cell, opts: SuiteOptions, yaml_by_task: Mapping[str, Path]
         env["kwargs"] = {**(env.get("kwargs") or {}), **sweep.kwargs(cell.length)}
         # One BPTT chunk per episode, so the gradient reaches from the answer back to the cue.
         steps = sweep.episode_steps(cell.length)
-        bptt = int(ppo.get("bptt_len", GENERIC_CONFIG["ppo"]["bptt_len"]))
+        bptt = int(ppo.get("bptt_len", PPOConfig().bptt_len))
         if steps > bptt:
             chunk = 1 << (steps - 1).bit_length()
             ppo["bptt_len"] = ppo["num_steps"] = chunk
@@ -399,6 +412,8 @@ def cell_config(cell: Cell, opts: SuiteOptions, yaml_by_task: Mapping[str, Path]
         cfg = build_config(base=base, overrides=overrides)
     except ConfigError as exc:
         raise ConfigError(f"cell {cell.name}: {exc}") from None
+    if cell.length is not None:  # the cell's length wins over any env.kwargs override
+        cfg.env.kwargs = {**cfg.env.kwargs, **SWEEPS[cell.task].kwargs(cell.length)}
     cfg.run.out_dir = str(opts.out / "runs")
     cfg.run.run_name = cell.name
     cfg.run.progress = False
@@ -585,8 +600,9 @@ def run_suite(
 ) -> SuiteResult:
     """Run every unfinished cell of ``opts`` and write the report.
 
-    ``runner`` runs one ``rlstm`` command (default: subprocesses); with ``opts.jobs > 1``
-    that many cells run at once. A cell that raises is recorded as failed and the rest go on.
+    ``runner`` runs a cell's ``rlstm`` commands (default: in a subprocess); with
+    ``opts.jobs > 1`` that many cells run at once (the runner must then be thread-safe, as
+    :func:`subprocess_runner` is). A cell that raises is recorded as failed and the rest go on.
     """
     runner = runner or subprocess_runner
     cells = opts.cells()
@@ -622,7 +638,7 @@ def run_suite(
             return
         with lock:
             counter["started"] += 1
-            log(f"[{counter['started']}/{len(todo)}] {cell.name}: training")
+            log(f"[{counter['started']}/{len(todo)}] {cell.name}: started")
         failed_path = cells_dir / f"{cell.name}.failed.json"
         try:
             result = run_cell(cell, configs[cell], opts, runner)
@@ -662,8 +678,12 @@ def run_suite(
         else:
             with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
                 futures = [pool.submit(work, cell) for cell in todo]
-                for future in futures:
-                    future.result()
+                try:
+                    for future in futures:
+                        future.result()
+                except KeyboardInterrupt:
+                    stop.set()  # queued cells return at once; running ones save and stop
+                    raise
     except KeyboardInterrupt:
         stop.set()
         interrupted = True
@@ -774,7 +794,8 @@ def write_report(opts: SuiteOptions, results: Sequence[dict[str, Any]]) -> str:
         "# rlstm suite",
         "",
         f"{len(results)} cells ({len(opts.tasks)} tasks x {len(opts.cores)} cores x "
-        f"{opts.seeds} seeds{', swept tasks x lengths' if swept else ''}): {n_done} done, "
+        f"{opts.seeds} seed{'s' if opts.seeds > 1 else ''}"
+        f"{', swept tasks x lengths' if swept else ''}): {n_done} done, "
         f"{len(failed)} failed, {pending} pending.",
         "",
     ]
@@ -894,7 +915,7 @@ def write_chart(path: Path, opts: SuiteOptions, results: Sequence[dict[str, Any]
             xs = [j + (i - (len(opts.cores) - 1) / 2) * width for j in range(len(plain))]
             ax.bar(
                 xs,
-                [0.0 if math.isnan(m) else m for m, _ in stats],
+                [m for m, _ in stats],  # NaN (no finished seed) draws no bar
                 width,
                 yerr=[0.0 if math.isnan(s) else s for _, s in stats],
                 capsize=3,

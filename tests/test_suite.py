@@ -1,0 +1,260 @@
+"""``rlstm suite`` end to end on a tiny CPU budget: report files, resume, failed cells."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import envs.memory
+from rlstm import suite
+from rlstm.cli import main
+from rlstm.config import ConfigError
+
+# Two iterations of 8 envs x 16 steps per cell, a few eval episodes: each cell takes well
+# under a second; the suite's bookkeeping, not learning, is under test here.
+TINY = [
+    "--seeds", "1",
+    "--steps", "256",
+    "--eval-episodes", "8",
+    "--device", "cpu",
+    "--jobs", "1",
+    "--lengths", "TMaze=3",
+]  # fmt: skip
+SMALL_SET = [
+    "--set",
+    "env.num_envs=8",
+    "ppo.num_steps=16",
+    "ppo.bptt_len=16",
+    "ppo.num_minibatches=2",
+    "ppo.update_epochs=1",
+    "agent.hidden_size=8",
+    "agent.encoder_hidden=8",
+    "run.torch_threads=1",
+]
+TIERS = {
+    "A": envs.memory.diagnostics.TASKS,
+    "B": envs.memory.probes.TASKS,
+    "C": envs.memory.counting.TASKS,
+    "D": envs.memory.games.TASKS,
+}
+
+
+def _csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["cell"]: row for row in csv.DictReader(f)}
+
+
+def test_suite_writes_table_csv_chart_and_rerun_skips_finished_cells(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy,TMaze", "--cores", "lstm,none", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    assert main(argv) == 0
+    cells = [
+        "RepeatFirstEasy__lstm__s1",
+        "RepeatFirstEasy__none__s1",
+        "TMaze-L3__lstm__s1",
+        "TMaze-L3__none__s1",
+    ]
+    for name in ("suite.md", "suite.csv", "suite.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "suite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "suite.md").read_text()
+    assert "| task | lstm return | lstm MMER | none return | none MMER |" in table
+    assert "| RepeatFirstEasy | " in table
+    assert "| TMaze | success >= 95.0% |" in table  # the sweep's longest length learned
+    assert "| TMaze | 3 | " in table
+    assert "4 done, 0 failed" in table
+    rows = _csv(out / "suite.csv")
+    assert sorted(rows) == sorted(cells)
+    assert {row["status"] for row in rows.values()} == {"done"}
+    assert all(row["eval_episodes"] == "8" for row in rows.values())
+    assert rows["TMaze-L3__lstm__s1"]["length"] == "3"
+    for name in cells:
+        run = out / "runs" / name
+        assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+        assert json.loads((run / "eval.json").read_text())["episodes"] == 8
+        result = json.loads((out / "cells" / f"{name}.json").read_text())
+        assert result["status"] == "done" and result["steps"] == 256
+        assert result["config"]["agent"]["core"] == name.split("__")[1]
+    tmaze = json.loads((out / "cells" / "TMaze-L3__lstm__s1.json").read_text())
+    assert tmaze["config"]["env"]["kwargs"] == {"length": 3}
+    assert isinstance(tmaze["learned"], bool)
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert sum(f"skip {name} (finished earlier)" in err for name in cells) == 4
+    assert "0 cells run, 4 skipped" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
+    assert sorted(p.name for p in (out / "runs").iterdir()) == runs
+
+
+def test_failing_cell_is_reported_and_retried_on_rerun(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy,TMaze", "--cores", "lstm", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    # An env kwarg only TMaze's cells get, and TMaze does not take.
+    assert main([*argv, "TMaze:env.kwargs={bogus: 1}"]) == 1
+    err = capsys.readouterr().err
+    assert "1 cells failed: TMaze-L3__lstm__s1" in err
+    table = (out / "suite.md").read_text()
+    assert "1 done, 1 failed" in table
+    assert "| TMaze | success >= 95.0% | FAILED |" in table
+    assert "## Failed cells" in table and "| TMaze-L3__lstm__s1 | " in table and "bogus" in table
+    rows = _csv(out / "suite.csv")
+    assert rows["RepeatFirstEasy__lstm__s1"]["status"] == "done"
+    assert rows["TMaze-L3__lstm__s1"]["status"] == "failed"
+    assert "bogus" in rows["TMaze-L3__lstm__s1"]["error"]
+    assert (out / "suite.png").stat().st_size > 0
+    assert (out / "cells" / "RepeatFirstEasy__lstm__s1.json").is_file()
+    assert not (out / "cells" / "TMaze-L3__lstm__s1.json").exists()
+
+    # Without the bad override the rerun retries only the failed cell.
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skip RepeatFirstEasy__lstm__s1" in err and "1 cells run, 1 skipped" in err
+    assert (out / "cells" / "TMaze-L3__lstm__s1.json").is_file()
+    assert not (out / "cells" / "TMaze-L3__lstm__s1.failed.json").exists()
+    assert "2 done, 0 failed" in (out / "suite.md").read_text()
+
+
+def test_a_crash_inside_a_cell_is_its_one_line_error(tmp_path: Path) -> None:
+    def crashing_main(argv: list[str]) -> int:
+        if argv[0] == "train" and "RepeatPrevious" in argv[-1]:
+            raise RuntimeError("simulated crash in training")
+        return main(argv)
+
+    opts = suite.SuiteOptions(
+        tasks=["RepeatFirstEasy", "RepeatPreviousEasy"],
+        cores=["gru"],
+        seeds=1,
+        out=tmp_path / "suite",
+        steps=256,
+        overrides=SMALL_SET[1:],
+        device="cpu",
+        eval_episodes=4,
+    )
+    lines: list[str] = []
+    result = suite.run_suite(opts, suite.in_process_runner(crashing_main), lines.append)
+    assert result.failed == ["RepeatPreviousEasy__gru__s1"] and result.done == 1
+    failure = json.loads(
+        (opts.out / "cells" / "RepeatPreviousEasy__gru__s1.failed.json").read_text()
+    )
+    assert failure["error"] == "RuntimeError: simulated crash in training"
+    assert "Traceback" in (opts.out / "logs" / "RepeatPreviousEasy__gru__s1.log").read_text()
+    assert "| RepeatPreviousEasy | FAILED | FAILED |" in result.report
+
+
+def test_tiers_and_task_names_resolve() -> None:
+    tiers = suite.tier_tasks(TIERS)
+    assert suite.resolve_tasks("easy", tiers) == [
+        "RepeatFirstEasy",
+        "RepeatPreviousEasy",
+        "AutoencodeEasy",
+        "CountRecallEasy",
+    ]
+    assert len(suite.resolve_tasks("A", tiers)) == 12
+    assert suite.resolve_tasks("b", tiers)[:2] == ["MemoryChain", "TMaze"]
+    assert suite.resolve_tasks("TMaze,easy,TMaze", tiers)[:2] == ["TMaze", "RepeatFirstEasy"]
+    assert "RememberAB" in suite.resolve_tasks("C", tiers)
+    every = suite.resolve_tasks("A,B,C,D", tiers)
+    assert sorted(every) == sorted(envs.memory.task_names())
+    with pytest.raises(ConfigError, match="unknown tier or task 'Nope'"):
+        suite.resolve_tasks("easy,Nope", tiers)
+
+
+def test_cell_configs_layer_task_yaml_sweep_and_overrides(tmp_path: Path) -> None:
+    opts = suite.SuiteOptions(
+        tasks=["TMaze", "CopyEasy"],
+        cores=["none"],
+        seeds=1,
+        out=tmp_path,
+        overrides=["ppo.learning_rate=0.01"],
+        task_overrides={"TMaze": ["env.kwargs={length: 7}", "ppo.gamma=0.999"]},
+        lengths={"TMaze": [1000]},
+    )
+    yamls = suite.task_configs(suite.DEFAULT_CONFIGS)
+    assert yamls["TMaze"].name == "tmaze_100.yaml"
+    assert [c.name for c in opts.cells()] == ["TMaze-L1000__none__s1", "CopyEasy__none__s1"]
+    tmaze = suite.cell_config(suite.Cell("TMaze", "none", 1, 1000), opts, yamls)
+    assert tmaze.env.num_envs == 512  # from configs/memory/tmaze_100.yaml
+    assert tmaze.env.kwargs == {"length": 1000}  # the sweep's length wins
+    assert tmaze.ppo.bptt_len == tmaze.ppo.num_steps == 1024  # one chunk per episode
+    assert tmaze.ppo.gamma == 0.999 and tmaze.ppo.learning_rate == 0.01
+    assert tmaze.agent.core == "none" and tmaze.run.seed == 1
+    assert tmaze.run.run_name == "TMaze-L1000__none__s1"
+    assert tmaze.run.out_dir == str(tmp_path / "runs")
+    copy = suite.cell_config(suite.Cell("CopyEasy", "none", 1), opts, yamls)
+    assert copy.env.num_envs == suite.GENERIC_CONFIG["env"]["num_envs"]
+    assert copy.ppo.gamma == 0.99 and copy.ppo.learning_rate == 0.01
+
+
+def test_longest_length_learned_per_seed() -> None:
+    rows = [
+        {"status": "done", "seed": 1, "length": 10, "learned": True},
+        {"status": "done", "seed": 1, "length": 100, "learned": False},
+        {"status": "done", "seed": 1, "length": 1000, "learned": True},
+        {"status": "done", "seed": 2, "length": 10, "learned": False},
+        {"status": "failed", "seed": 3, "length": 10},
+    ]
+    per_seed = suite.longest_learned(rows)
+    assert per_seed == {1: 1000, 2: None}
+    assert suite._fmt_longest(per_seed, [10, 100, 1000], False) == "< 10 [< 10, 1000]"
+    assert suite._fmt_longest({1: 100}, [10, 100], False) == "100"
+    assert suite._fmt_longest({}, [10], True) == "FAILED"
+    assert suite.SWEEPS["MemoryChain"].learned(0.63)
+    assert not suite.SWEEPS["MemoryChain"].learned(0.625)  # strictly more than 62.5%
+    assert suite.SWEEPS["TMaze"].learned(0.95) and not suite.SWEEPS["RememberAB"].learned(0.9)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tasks", "Nope"], "unknown tier or task 'Nope'"),
+        (["--cores", "lstm,transformer"], "--cores='lstm,transformer'"),
+        (["--seeds", "0"], "--seeds=0 must be >= 1"),
+        (["--lengths", "Copy=10"], "'Copy' is not swept"),
+        (["--set", "Nope:ppo.gamma=0.9"], "task 'Nope' is not among --tasks"),
+        (["--set", "ppo.num_steps=10"], "not a multiple of ppo.bptt_len"),
+    ],
+)
+def test_bad_suite_input_is_one_clear_line(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    code = main(["suite", "--out", str(tmp_path / "s"), "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rlstm: error:") and message in err
+    assert not (tmp_path / "s" / "runs").exists()  # nothing ran
+
+
+def test_jobs_run_cells_in_subprocesses(tmp_path: Path) -> None:
+    args = argparse.Namespace(
+        tasks="RepeatFirstEasy",
+        cores="none",
+        seeds=1,
+        steps=256,
+        out=str(tmp_path / "suite"),
+        overrides=SMALL_SET[1:],
+        lengths=[],
+        jobs=2,
+        device="cpu",
+        eval_episodes=8,
+        greedy=False,
+        configs=str(suite.DEFAULT_CONFIGS),
+    )
+    lines: list[str] = []
+    assert suite.main(args, TIERS, cli_main=main, log=lines.append) == 0
+    rows = _csv(tmp_path / "suite" / "suite.csv")
+    assert [row["status"] for row in rows.values()] == ["done"]
+    assert any("2 at a time" in line for line in lines)
+    log = (tmp_path / "suite" / "logs" / "RepeatFirstEasy__none__s1.log").read_text()
+    assert "$ rlstm train" in log and "$ rlstm eval" in log  # one child ran both
