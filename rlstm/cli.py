@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rlstm import checkpoint
+from rlstm import checkpoint, distributed
 from rlstm.config import Config, ConfigError, build_config, config_from_dict, help_text
 from rlstm.trainer import Trainer, TrainingStopped, make_run_dir, resolve_device
 
@@ -157,41 +157,75 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    distributed.init()  # under torchrun: join the process group (nothing in a single process)
+    try:
+        return _train(args)
+    finally:
+        distributed.destroy()
+
+
+def _train(args: argparse.Namespace) -> int:
     if args.resume:
-        data = load_checkpoint(args.resume)
+        # rank 0 reads the checkpoint and hands it to the other ranks (no shared disk needed)
+        data, run_dir = distributed.on_rank0(lambda: _read_resume(args.resume))
         cfg = config_from_dict(data["config"])
         if args.overrides or args.config:
             cfg = build_config(args.config, args.overrides, base=cfg.to_dict())
-        run_dir = Path(args.resume)
-        if run_dir.is_file():
-            run_dir = run_dir.parent
     else:
         cfg = build_config(
             args.config, args.overrides, base=None if args.config else DEFAULT_CONFIG
         )
         data = None
+    world, main_rank = distributed.world_size(), distributed.rank() == 0
+    try:  # env.num_envs is the total over ranks: each rank steps its share
+        num_envs = distributed.local_num_envs(
+            cfg.env.num_envs, cfg.ppo.num_chunks_per_env, cfg.ppo.num_minibatches
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     device = setup_torch(cfg)
-    env = make_env(cfg, device)
+    env = make_env(cfg, device, num_envs=num_envs, seed=distributed.rank_seed(cfg.run.seed))
     agent = make_agent(cfg, env)
     if data is not None:
         check_compatible(data, cfg, env, agent)
+        saved_world = int(data.get("world_size", 1))
+        if saved_world != world and main_rank:
+            print(
+                f"rlstm: checkpoint was written by {saved_world} rank(s), this run has {world}: "
+                "weights and optimizer continue, episodes start afresh",
+                file=sys.stderr,
+            )
     else:
-        name = cfg.run.run_name or f"{cfg.env.id.replace('/', '_')}__{cfg.run.seed}__{_timestamp()}"
-        try:
-            run_dir = make_run_dir(cfg.run.out_dir, name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        run_dir = distributed.on_rank0(lambda: _new_run_dir(cfg))
     trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
-    print(f"rlstm: training {cfg.env.id} on {device} -> {run_dir}", file=sys.stderr)
+    if main_rank:
+        ranks = f" x {world} ranks ({num_envs} envs each)" if world > 1 else ""
+        print(f"rlstm: training {cfg.env.id} on {device}{ranks} -> {run_dir}", file=sys.stderr)
     try:
         summary = trainer.train()
     except TrainingStopped as exc:
-        print(f"rlstm: {exc}", file=sys.stderr)
+        if main_rank:
+            print(f"rlstm: {exc}", file=sys.stderr)
         return exc.exit_code
     finally:
         env.close()
-    print(json.dumps(summary, indent=2))
+    if main_rank:
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def _read_resume(path: str) -> tuple[dict[str, Any], Path]:
+    data = load_checkpoint(path)
+    run_dir = Path(path)
+    return data, run_dir.parent if run_dir.is_file() else run_dir
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    name = cfg.run.run_name or f"{cfg.env.id.replace('/', '_')}__{cfg.run.seed}__{_timestamp()}"
+    try:
+        return make_run_dir(cfg.run.out_dir, name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -240,6 +274,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.seconds is None:
+        args.seconds = 60.0 if args.target == "atari" else 2.0
     if args.target == "memory":
         from envs.memory import bench as memory_bench
 
@@ -253,6 +289,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.target == "core":
         print(bench_core(args.device or "auto", args.seconds))
+        return 0
+    if args.target == "atari":
+        from envs import atari_bench
+
+        try:
+            result = atari_bench.bench(
+                args.env,
+                args.num_envs,
+                args.seconds,
+                args.device or "auto",
+                args.config,
+                args.compare,
+                args.torch_threads,
+                args.env_threads,
+                sb3_vec=args.sb3_vec,
+            )
+        except (atari_bench.MissingDependency, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        print(atari_bench.format_table(result))
+        if args.json:
+            atari_bench.write_json(result, args.json)
         return 0
     raise UsageError(f"unknown bench target {args.target!r}")
 
@@ -443,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
-    bench.add_argument("target", choices=["memory", "core"])
+    bench.add_argument("target", choices=["memory", "core", "atari"])
     bench.add_argument(
         "--tasks",
         nargs="+",
@@ -453,7 +510,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)"
     )
-    bench.add_argument("--seconds", type=float, default=2.0)
+    bench.add_argument("--seconds", type=float, default=None, help="default 2; atari: 60")
+    # atari: raw env steps/s vs rlstm training steps/s (vs sb3-contrib with --compare sb3)
+    bench.add_argument("--env", default=None, help="atari: game id (default: the config's)")
+    bench.add_argument("--num-envs", type=int, default=16, help="atari: parallel games")
+    bench.add_argument("--config", default=None, help="atari: (default configs/atari/pong.yaml)")
+    bench.add_argument("--compare", choices=["sb3"], default=None, help="atari: also time sb3")
+    bench.add_argument("--sb3-vec", choices=["subproc", "dummy"], default="subproc")
+    bench.add_argument("--torch-threads", type=int, default=1, help="atari (default 1)")
+    bench.add_argument(
+        "--env-threads", type=int, default=None, help="atari: default cores - torch threads"
+    )
+    bench.add_argument("--json", metavar="FILE", help="atari: write the results as JSON")
     bench.set_defaults(func=cmd_bench)
 
     from rlstm.suite import add_arguments as add_suite_arguments

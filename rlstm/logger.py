@@ -1,7 +1,8 @@
 """One logger: records scalars during an iteration, dumps them once to TensorBoard and the console.
 
 On a terminal the console shows a progress bar (steps, SPS, recent return, ETA) rewritten in
-place; elsewhere (CI, files) it prints one plain line per iteration.
+place; elsewhere (CI, files) it prints one plain line per iteration. Under torchrun only
+rank 0's logger is ``active``; the others write nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ class Logger:
         progress: bool = True,
         stream: TextIO | None = None,
         purge_step: int | None = None,
+        active: bool = True,
     ) -> None:
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.active = active
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if active else None
         self.total_steps = total_steps
         self.stream = stream if stream is not None else sys.stderr
         self.tty = progress and self.stream.isatty()
@@ -36,10 +39,14 @@ class Logger:
 
     def record(self, key: str, value: float) -> None:
         """Remember a scalar for this iteration's dump (the last value of a key wins)."""
+        if not self.active:
+            return
         self.pending[key] = float(value)
 
     def episode(self, step: int, episodic_return: float, length: int) -> None:
         """A finished episode: logged at once under charts/ (CleanRL's tags)."""
+        if self.writer is None:
+            return
         self.writer.add_scalar("charts/episodic_return", episodic_return, step)
         self.writer.add_scalar("charts/episodic_length", length, step)
         self.recent_returns.append(episodic_return)
@@ -51,10 +58,13 @@ class Logger:
         )
 
     def text(self, tag: str, text: str) -> None:
-        self.writer.add_text(tag, text)
+        if self.writer is not None:
+            self.writer.add_text(tag, text)
 
     def dump(self, step: int, iteration: int, num_iterations: int) -> None:
         """Write every recorded scalar at ``step`` and show progress."""
+        if self.writer is None:
+            return
         for key, value in self.pending.items():
             self.writer.add_scalar(key, value, step)
         self.pending.clear()
@@ -79,6 +89,8 @@ class Logger:
         self.stream.flush()
 
     def close(self) -> None:
+        if self.writer is None:
+            return
         if self.tty:
             self.stream.write("\n")
         self.writer.close()

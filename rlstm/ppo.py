@@ -3,6 +3,10 @@
 The update reads top to bottom in :func:`update`: chunk start states (stored, burned in, or
 refreshed), then epochs x minibatches of whole shuffled chunks, each one fused sequence call
 through the core, the CleanRL losses, and a gradient step that never applies a NaN/Inf.
+
+Under torchrun each rank updates on its own rollout; advantage normalisation, gradients, the
+skip and early-stop decisions and the returned statistics are global (:mod:`rlstm.distributed`),
+so the step equals one process's step on the union of the ranks' minibatches.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from rlstm import distributed
 from rlstm.buffer import Chunks, RolloutBuffer
 from rlstm.config import PPOConfig
 
@@ -42,6 +47,7 @@ LOSS_KEYS = (
     "clipfrac",
     "grad_norm",
 )
+MINIBATCH_KEYS = LOSS_KEYS[:-1]  # what minibatch_loss returns (grad_norm comes after the step)
 
 
 @torch.no_grad()
@@ -97,7 +103,11 @@ def minibatch_loss(
         clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
 
     if cfg.norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if distributed.is_distributed():  # over the union of every rank's minibatch
+            mean, var = distributed.mean_var(adv)
+            adv = (adv - mean) / (var.sqrt() + 1e-8)
+        else:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     pg_loss = torch.max(
         -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
     ).mean()
@@ -166,6 +176,14 @@ def update(
             loss, stats = minibatch_loss(agent, mb, cfg, mb.advantages)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if distributed.is_distributed():
+                # One all-reduce averages the gradients, the loss and the statistics, so every
+                # rank clips, skips and stops early on the same numbers and weights stay equal.
+                local = torch.stack([loss.detach(), *(stats[k] for k in MINIBATCH_KEYS)])
+                shared = distributed.all_reduce_grads(params, local)
+                assert shared is not None, "all_reduce_grads returns the extra tensor"
+                loss = shared[0]
+                stats = dict(zip(MINIBATCH_KEYS, shared[1:]))
             grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             # A NaN/Inf loss or gradient never reaches the weights: skip this step.
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
@@ -188,10 +206,13 @@ def update(
 
     result = {key: float(value) / max(steps, 1) for key, value in totals.items()}
     y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
-    var_y = y_true.var()
-    result["explained_variance"] = (
-        float("nan") if var_y == 0 else float(1 - (y_true - y_pred).var() / var_y)
-    )
+    if distributed.is_distributed():  # over every rank's rollout
+        var_y = distributed.mean_var(y_true)[1]
+        var_residual = distributed.mean_var(y_true - y_pred)[1]
+    else:
+        var_y = y_true.var()
+        var_residual = (y_true - y_pred).var()
+    result["explained_variance"] = float("nan") if var_y == 0 else float(1 - var_residual / var_y)
     result["skipped_updates"] = float(skipped)
     result["applied_updates"] = float(steps)
     result["epochs"] = float(epochs_run)

@@ -3,6 +3,12 @@
 The trainer sees a :class:`rlstm.vec.VecEnv` and a :class:`rlstm.ppo.Policy`; it knows no
 game and no network. Everything it needs to continue a run bit for bit (weights, optimizer,
 RNG streams, env state, recurrent state, counters) goes into the checkpoint.
+
+Under torchrun (:mod:`rlstm.distributed`) every rank runs this loop on its own envs (its
+share of ``env.num_envs``) with its own seed stream; the update keeps the weights identical.
+Rank 0 alone writes TensorBoard, ``config.yaml``, ``summary.json`` and the checkpoint, which
+holds the global weights, optimizer and counters plus every rank's env, recurrent state and
+RNG streams under ``"ranks"``. Episode statistics are gathered from all ranks.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rlstm import checkpoint
+from rlstm import checkpoint, distributed
 from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
@@ -37,11 +43,16 @@ class TrainingStopped(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present; under torchrun ``auto`` and ``cuda`` mean the rank's
+    local GPU (``cuda:LOCAL_RANK``), while an explicit ``cuda:N`` is taken as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"run.device={name!r} but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None and distributed.is_distributed():
+        device = distributed.local_cuda_device()
+        torch.cuda.set_device(device)
     return device
 
 
@@ -84,6 +95,9 @@ class Trainer:
         self.device = device
         self.reward_transform = reward_transform
         p = cfg.ppo
+        self.world = distributed.world_size()
+        self.is_main = distributed.rank() == 0
+        self.seed = distributed.rank_seed(cfg.run.seed)  # envs and actions: a stream per rank
         self.params = [param for param in self.agent.parameters() if param.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=p.learning_rate, eps=p.adam_eps)
         state_shape = (self.agent.core.state_slots, self.agent.core.hidden_size)
@@ -91,9 +105,9 @@ class Trainer:
             p.num_steps, env.num_envs, env.obs_shape, env.obs_dtype, state_shape, device
         )
         self.action_gen = torch.Generator(device=device)
-        self.action_gen.manual_seed(cfg.run.seed + 1)
+        self.action_gen.manual_seed(self.seed + 1)
         self.shuffle_gen = torch.Generator()
-        self.shuffle_gen.manual_seed(cfg.run.seed + 2)
+        self.shuffle_gen.manual_seed(cfg.run.seed + 2)  # the same chunk order on every rank
         self.iteration = 0
         self.global_step = 0
         self.best_mean_return = -math.inf
@@ -101,15 +115,37 @@ class Trainer:
         self.elapsed = 0.0
         self._stop_signal: str | None = None
         if resume_from is None:
-            self.next_obs = env.reset(seed=cfg.run.seed)
+            self.next_obs = env.reset(seed=self.seed)
             self.next_state = self.agent.initial_state(env.num_envs, device)
             self.next_starts = torch.ones(env.num_envs, dtype=torch.bool, device=device)
             self.recent_returns: list[float] = []
         else:
             self._load(resume_from)
+        distributed.broadcast_module(self.agent)  # every rank starts from rank 0's weights
 
     # -- checkpoints ---------------------------------------------------------------------
+    def _local_state(self) -> dict[str, Any]:
+        """What differs between ranks: env, recurrent state, RNG streams."""
+        data: dict[str, Any] = {
+            "next_obs": self.next_obs,
+            "next_state": self.next_state,
+            "next_starts": self.next_starts,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "action": self.action_gen.get_state(),
+                "shuffle": self.shuffle_gen.get_state(),
+            },
+        }
+        try:
+            data["env"] = self.env.state_dict()
+        except NotImplementedError:
+            data["env"] = None
+        return data
+
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint; under torchrun a collective (every rank must call it), and only
+        rank 0's result holds ``"ranks"``, every rank's local state in rank order."""
+        local = self._local_state()
         data: dict[str, Any] = {
             "format": 1,
             "config": self.cfg.to_dict(),
@@ -120,21 +156,13 @@ class Trainer:
             "elapsed": self.elapsed,
             "best_mean_return": self.best_mean_return,
             "recent_returns": list(self.recent_returns),
-            "next_obs": self.next_obs,
-            "next_state": self.next_state,
-            "next_starts": self.next_starts,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "action": self.action_gen.get_state(),
-                "shuffle": self.shuffle_gen.get_state(),
-            },
+            **local,  # a single process's own; rank 0's under torchrun (as `rlstm eval` reads)
             "obs_shape": list(self.env.obs_shape),
             "num_actions": self.env.num_actions,
         }
-        try:
-            data["env"] = self.env.state_dict()
-        except NotImplementedError:
-            data["env"] = None
+        if self.world > 1:
+            data["world_size"] = self.world
+            data["ranks"] = distributed.gather_object(distributed.to_cpu(local))
         return data
 
     def _load(self, data: dict[str, Any]) -> None:
@@ -145,21 +173,32 @@ class Trainer:
         self.elapsed = float(data["elapsed"])
         self.best_mean_return = float(data["best_mean_return"])
         self.recent_returns = [float(x) for x in data["recent_returns"]]
-        torch.set_rng_state(data["rng"]["torch"])
-        self.action_gen.set_state(data["rng"]["action"])
         self.shuffle_gen.set_state(data["rng"]["shuffle"])
-        if data["env"] is not None:
-            self.env.load_state_dict(data["env"])
-            self.next_obs = data["next_obs"].to(self.device)
-            self.next_starts = data["next_starts"].to(self.device)
-            self.next_state = data["next_state"].to(self.device)
+        # This rank's env, state and RNG streams; none when the checkpoint was written by
+        # another number of ranks (the weights still apply; episodes start afresh).
+        local: dict[str, Any] | None = None
+        if int(data.get("world_size", 1)) == self.world:
+            local = data["ranks"][distributed.rank()] if self.world > 1 else data
+        if local is not None:
+            torch.set_rng_state(local["rng"]["torch"])
+            self.action_gen.set_state(local["rng"]["action"])
+        if local is not None and local["env"] is not None:
+            self.env.load_state_dict(local["env"])
+            self.next_obs = local["next_obs"].to(self.device)
+            self.next_starts = local["next_starts"].to(self.device)
+            self.next_state = local["next_state"].to(self.device)
         else:  # emulators that cannot save their state start fresh episodes
-            self.next_obs = self.env.reset(seed=self.cfg.run.seed + self.iteration)
+            self.next_obs = self.env.reset(seed=self.seed + self.iteration)
             self.next_starts = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)
             self.next_state = self.agent.initial_state(self.env.num_envs, self.device)
 
     def save(self) -> Path:
-        return checkpoint.save_atomic(self.state_dict(), self.run_dir / checkpoint.LATEST)
+        """Write the checkpoint (rank 0); under torchrun every rank must call it."""
+        data = self.state_dict()
+        path = self.run_dir / checkpoint.LATEST
+        if self.is_main:
+            checkpoint.save_atomic(data, path)
+        return path
 
     # -- signals -------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -243,10 +282,11 @@ class Trainer:
                 num_iterations * cfg.batch_size,
                 cfg.run.progress,
                 purge_step=self.global_step + 1 if self.iteration else None,
+                active=self.is_main,
             )
         logger.start_step = self.global_step
         logger.recent_returns.extend(self.recent_returns)
-        if self.iteration == 0:
+        if self.iteration == 0 and self.is_main:
             logger.text("config", "```\n" + to_yaml(cfg) + "\n```")
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         handlers = {}
@@ -295,12 +335,19 @@ class Trainer:
                 logger.record("perf/update_time", update_time)
                 logger.record("perf/iteration_time", now - it_start)
                 logger.dump(self.global_step, self.iteration, num_iterations)
-                if cfg.run.lstm_log_every and self.iteration % cfg.run.lstm_log_every == 0:
+                if (
+                    logger.writer is not None  # rank 0 only
+                    and cfg.run.lstm_log_every
+                    and self.iteration % cfg.run.lstm_log_every == 0
+                ):
                     log_rollout_diagnostics(
                         self.agent, self.buffer, logger.writer, self.global_step
                     )
                 every = cfg.run.checkpoint_every
                 out_of_time = 0 < cfg.run.time_limit <= self.elapsed
+                stop_signal = self._stop_signal
+                if self.world > 1:
+                    out_of_time, stop_signal = self._agree(out_of_time, stop_signal)
                 if (
                     (every and self.iteration % every == 0)
                     or self.iteration == num_iterations
@@ -309,13 +356,14 @@ class Trainer:
                     self.save()
                 if out_of_time:
                     break
-                if self._stop_signal is not None:
+                if stop_signal is not None:
                     path = self.save()
+                    launch = "torchrun [same options] -m rlstm" if self.world > 1 else "rlstm"
                     raise TrainingStopped(
-                        f"stopped by {self._stop_signal} after iteration {self.iteration}; "
+                        f"stopped by {stop_signal} after iteration {self.iteration}; "
                         f"checkpoint saved to {path}; "
-                        f"resume with: rlstm train --resume {self.run_dir}",
-                        exit_code=130 if self._stop_signal == "SIGINT" else 143,
+                        f"resume with: {launch} train --resume {self.run_dir}",
+                        exit_code=130 if stop_signal == "SIGINT" else 143,
                     )
         finally:
             for sig, handler in handlers.items():
@@ -332,20 +380,34 @@ class Trainer:
             else None,
             "episodes_in_mean": len(self.recent_returns),
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _agree(self, out_of_time: bool, stop_signal: str | None) -> tuple[bool, str | None]:
+        """Ranks see the clock and signals at slightly different moments: take the rank-wide
+        decision (any rank out of time or signalled), so all checkpoint and stop together."""
+        signum = signal.Signals[stop_signal].value if stop_signal is not None else 0
+        flags = distributed.all_reduce_max(torch.tensor([float(out_of_time), float(signum)]))
+        signum = int(flags[1])
+        return bool(flags[0]), signal.Signals(signum).name if signum else None
 
     def _log_episodes(
         self, logger: Logger, returns: Tensor, lengths: Tensor, done: Tensor, step0: int
     ) -> None:
-        """Log finished episodes (one host sync per iteration) and the running mean."""
+        """Log finished episodes (one host sync per iteration) and the running mean.
+
+        Under torchrun every rank receives every rank's episodes (one object all-gather), so
+        the charts, the running mean and the checkpoint's returns are global and alike."""
         t_idx, b_idx = done.nonzero(as_tuple=True)
-        if t_idx.numel() == 0:
+        steps = (step0 + (t_idx + 1) * self.env.num_envs * self.world).tolist()
+        episodes = list(zip(steps, returns[t_idx, b_idx].tolist(), lengths[t_idx, b_idx].tolist()))
+        if self.world > 1:  # rank order within a step: the order of one process's env indices
+            gathered = distributed.all_gather_object(episodes)
+            episodes = sorted((e for part in gathered for e in part), key=lambda e: e[0])
+        if not episodes:
             return
-        steps = (step0 + (t_idx + 1) * self.env.num_envs).tolist()
-        for step, ret, length in zip(
-            steps, returns[t_idx, b_idx].tolist(), lengths[t_idx, b_idx].tolist()
-        ):
+        for step, ret, length in episodes:
             logger.episode(step, ret, length)
             self.recent_returns.append(ret)
         self.recent_returns = self.recent_returns[-100:]
