@@ -362,6 +362,7 @@ def bench(
         "torch_threads": torch_threads,
         "env_threads": cfg.env.num_threads,
         "machine": machine_info(dev),
+        "load_avg_start": _load_avg(),
     }
 
     log(f"raw env: {cfg.env.id} x {num_envs}, {cfg.env.num_threads} emulator thread(s)")
@@ -383,7 +384,16 @@ def bench(
         result["sb3"] = sb3
         result["sb3_over_raw"] = sb3["sps"] / raw if raw > 0 else math.nan
         result["speedup_vs_sb3"] = summary["sps"] / sb3["sps"] if sb3["sps"] > 0 else math.inf
+    result["load_avg_end"] = _load_avg()
     return result
+
+
+def _load_avg() -> float | None:
+    """The 1-minute load average: other processes on the cores skew every number here."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -392,7 +402,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu_count']} CPU cores ({m['cpu_model']}); torch device: {m['device']} "
         f"({m['device_name']}); torch {m['torch']}, ale-py {m['ale_py']}; "
-        f"torch threads {result['torch_threads']}, emulator threads {result['env_threads']}",
+        f"torch threads {result['torch_threads']}, emulator threads {result['env_threads']}; "
+        f"1-min load average at start / end: {result.get('load_avg_start')} / "
+        f"{result.get('load_avg_end')}",
         "",
         "| measured | env | envs | steps | seconds | steps/s | / raw env |",
         "|---|---|---|---|---|---|---|",

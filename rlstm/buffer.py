@@ -46,20 +46,19 @@ class RolloutBuffer:
         """``state_shape = (S * num_layers, H)``: a core's state per env."""
         T, B = num_steps, num_envs
         self.num_steps, self.num_envs = T, B
-        kw = {"device": device}
-        self.obs = torch.zeros((T, B, *obs_shape), dtype=obs_dtype, **kw)
-        self.final_obs = torch.zeros((T, B, *obs_shape), dtype=obs_dtype, **kw)
-        self.actions = torch.zeros((T, B), dtype=torch.long, **kw)
-        self.logprobs = torch.zeros((T, B), **kw)
-        self.values = torch.zeros((T, B), **kw)
-        self.rewards = torch.zeros((T, B), **kw)
-        self.starts = torch.zeros((T, B), dtype=torch.bool, **kw)
-        self.terminated = torch.zeros((T, B), dtype=torch.bool, **kw)
-        self.truncated = torch.zeros((T, B), dtype=torch.bool, **kw)
-        self.states = torch.zeros((T, state_shape[0], B, state_shape[1]), **kw)
-        self.next_state = torch.zeros((state_shape[0], B, state_shape[1]), **kw)
-        self.advantages = torch.zeros((T, B), **kw)
-        self.returns = torch.zeros((T, B), **kw)
+        self.obs = torch.zeros((T, B, *obs_shape), dtype=obs_dtype, device=device)
+        self.final_obs = torch.zeros((T, B, *obs_shape), dtype=obs_dtype, device=device)
+        self.actions = torch.zeros((T, B), dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((T, B), device=device)
+        self.values = torch.zeros((T, B), device=device)
+        self.rewards = torch.zeros((T, B), device=device)
+        self.starts = torch.zeros((T, B), dtype=torch.bool, device=device)
+        self.terminated = torch.zeros((T, B), dtype=torch.bool, device=device)
+        self.truncated = torch.zeros((T, B), dtype=torch.bool, device=device)
+        self.states = torch.zeros((T, state_shape[0], B, state_shape[1]), device=device)
+        self.next_state = torch.zeros((state_shape[0], B, state_shape[1]), device=device)
+        self.advantages = torch.zeros((T, B), device=device)
+        self.returns = torch.zeros((T, B), device=device)
 
     def state_after(self, t: Tensor, b: Tensor) -> Tensor:
         """States after steps ``t`` of envs ``b`` (index tensors ``(N,)``) -> ``(S*l, N, H)``."""

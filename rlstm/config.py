@@ -35,7 +35,10 @@ class EnvConfig:
         default="RepeatFirstEasy",
     )
     backend: str = doc("memory | atari | gymnasium | auto (inferred from id)", default="auto")
-    num_envs: int = doc("number of parallel envs (B)", default=64)
+    num_envs: int = doc(
+        "number of parallel envs (B); under torchrun the total over all ranks, split evenly",
+        default=64,
+    )
     kwargs: dict[str, Any] = doc(
         "extra task params, e.g. {length: 100} for TMaze", default_factory=dict
     )
@@ -78,9 +81,15 @@ class AgentConfig:
 
 @dataclass
 class PPOConfig:
-    total_timesteps: int = doc("env steps to train for, summed over envs", default=500_000)
+    total_timesteps: int = doc(
+        "env steps to train for, summed over envs (and over ranks under torchrun)",
+        default=500_000,
+    )
     num_steps: int = doc("rollout length per env per iteration (T)", default=128)
-    num_minibatches: int = doc("minibatches per epoch (sets of whole chunks)", default=4)
+    num_minibatches: int = doc(
+        "minibatches per epoch (sets of whole chunks; under torchrun each rank gives its share)",
+        default=4,
+    )
     update_epochs: int = doc("epochs over the rollout per iteration", default=4)
     learning_rate: float = doc("Adam learning rate", default=2.5e-4)
     anneal_lr: bool = doc("anneal the learning rate linearly to 0", default=True)
@@ -120,7 +129,11 @@ class PPOConfig:
 @dataclass
 class RunConfig:
     seed: int = doc("seed for torch and the envs", default=1)
-    device: str = doc("auto (cuda when present) | cpu | cuda | cuda:N", default="auto")
+    device: str = doc(
+        "auto (cuda when present) | cpu | cuda | cuda:N; under torchrun auto and cuda mean "
+        "the rank's local GPU (cuda:LOCAL_RANK)",
+        default="auto",
+    )
     run_name: str = doc(
         "run directory name under out_dir (default: <env>__<seed>__<time>)", default=""
     )

@@ -17,6 +17,8 @@ step-by-step reference (``sequence_reference``) up to float rounding, values and
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -42,13 +44,14 @@ class RecurrentCore(nn.Module):
             self.rnn = nn.GRU(input_size, hidden_size, num_layers)
         else:
             self.rnn = None
-            self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU())
+            linear = nn.Linear(input_size, hidden_size)
+            nn.init.orthogonal_(linear.weight, 2**0.5)
+            nn.init.zeros_(linear.bias)
+            self.mlp = nn.Sequential(linear, nn.ReLU())
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.rnn is None:
-            nn.init.orthogonal_(self.mlp[0].weight, 2**0.5)
-            nn.init.zeros_(self.mlp[0].bias)
             return
         for name, param in self.rnn.named_parameters():
             if "bias" in name:
@@ -65,7 +68,8 @@ class RecurrentCore(nn.Module):
         """Zeros ``(S * num_layers, batch, H)``."""
         return torch.zeros(self.state_slots, batch, self.hidden_size, device=device)
 
-    def _run(self, x: Tensor | nn.utils.rnn.PackedSequence, state: Tensor):  # type: ignore[no-untyped-def]
+    def _run(self, x: Any, state: Tensor) -> tuple[Any, Tensor]:
+        """One cuDNN call on ``x`` (a tensor or a packed sequence); state in our layout."""
         assert self.rnn is not None
         if self.kind == "lstm":
             h, c = state.chunk(2, dim=0)
@@ -167,13 +171,14 @@ class RecurrentCore(nn.Module):
     def gates(self, x: Tensor, state: Tensor) -> dict[str, Tensor]:
         """LSTM/GRU gate activations of one step of the first layer (for inspection)."""
         assert self.rnn is not None, "core=none has no gates"
-        w_ih, w_hh = self.rnn.weight_ih_l0, self.rnn.weight_hh_l0
-        b = self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0 if self.kind == "lstm" else None
+        w_ih, w_hh, b_ih, b_hh = (
+            cast(Tensor, getattr(self.rnn, name))
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        )
         h = state[0]
         if self.kind == "lstm":
             c = state[self.num_layers]
-            assert b is not None
-            i, f, g, o = (x @ w_ih.t() + h @ w_hh.t() + b).chunk(4, dim=-1)
+            i, f, g, o = (x @ w_ih.t() + h @ w_hh.t() + b_ih + b_hh).chunk(4, dim=-1)
             i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
             c_new = f * c + i * g
             return {
@@ -184,8 +189,8 @@ class RecurrentCore(nn.Module):
                 "cell": c_new,
                 "hidden": o * c_new.tanh(),
             }
-        gi = x @ w_ih.t() + self.rnn.bias_ih_l0
-        gh = h @ w_hh.t() + self.rnn.bias_hh_l0
+        gi = x @ w_ih.t() + b_ih
+        gh = h @ w_hh.t() + b_hh
         ir, iz, in_ = gi.chunk(3, dim=-1)
         hr, hz, hn = gh.chunk(3, dim=-1)
         r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()

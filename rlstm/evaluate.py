@@ -6,14 +6,13 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
 from rlstm.vec import VecEnv
 
 
 @torch.no_grad()
 def evaluate(
-    agent: nn.Module,
+    agent: Any,
     env: VecEnv,
     episodes: int,
     greedy: bool = False,

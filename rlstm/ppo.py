@@ -62,8 +62,9 @@ def refresh_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int) -> Tenso
     starts_of_chunks = [state]
     for k in range(T // L - 1):
         sl = slice(k * L, (k + 1) * L)
-        _, _, state = agent.sequence(buffer.obs[sl], state, buffer.starts[sl])
-        assert state is not None, "need_state=True must return the final state"
+        _, _, final = agent.sequence(buffer.obs[sl], state, buffer.starts[sl])
+        assert final is not None, "need_state=True must return the final state"
+        state = final
         starts_of_chunks.append(state)
     return torch.cat(starts_of_chunks, dim=1)
 
