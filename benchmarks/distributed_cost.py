@@ -24,9 +24,28 @@ from rlstm.config import AgentConfig
 
 MODELS = {
     # rlstm train's embedded default (RepeatFirstEasy with the first-step flag: 5 inputs)
-    "memory default (MLP 64 + LSTM 64)": ((5,), torch.float32, 4, AgentConfig(64, 64)),
-    # configs/atari/*.yaml: Nature CNN on 84x84 grey + LSTM 512, Breakout's 4 actions
-    "atari (Nature CNN + LSTM 512)": (
+    "memory default (MLP 64 + LSTM 64)": (
+        (5,),
+        torch.float32,
+        4,
+        AgentConfig(encoder_hidden=64, hidden_size=64),
+    ),
+    # configs/memory/repeat_previous_easy.yaml (the GPU memory-suite settings)
+    "memory suite (MLP 128 + LSTM 128)": (
+        (4,),
+        torch.float32,
+        4,
+        AgentConfig(encoder_hidden=128, hidden_size=128),
+    ),
+    # configs/atari/pong.yaml: Nature CNN on 84x84 grey + LSTM 256, 6 actions
+    "atari pong (CNN + LSTM 256)": (
+        (1, 84, 84),
+        torch.uint8,
+        6,
+        AgentConfig(encoder="cnn", hidden_size=256),
+    ),
+    # configs/atari/breakout.yaml: Nature CNN + LSTM 512, 4 actions
+    "atari breakout (CNN + LSTM 512)": (
         (1, 84, 84),
         torch.uint8,
         4,
