@@ -50,7 +50,11 @@ SB3_MISSING = (
 )
 
 
-class MissingDependency(Exception):
+class BenchError(Exception):
+    """A benchmark request that cannot run as asked (reported as one line)."""
+
+
+class MissingDependency(BenchError):
     """An optional package the requested benchmark needs is not installed."""
 
 
@@ -94,6 +98,55 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "ale_py": ale_py.__version__,
         "python": platform.python_version(),
     }
+
+
+class CpuMeter:
+    """How much of the machine other processes used while a measurement ran (Linux only).
+
+    ``others``: CPU seconds of processes outside this one and its descendants (sb3's worker
+    processes count as ours) over wall seconds x cores. On a shared box a large value means
+    the number measured beside it is low."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+        self.t0 = time.perf_counter()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+            busy = user + nice + system + irq + softirq + steal
+            parents: dict[int, int] = {}
+            times: dict[int, int] = {}
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:  # exited meanwhile
+                    continue
+                rest = stat.rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(rest[1])
+                # utime, stime, and the reaped children's cutime, cstime
+                times[int(entry.name)] = sum(int(x) for x in rest[11:15])
+        except (OSError, ValueError, IndexError):
+            return None
+        ours, frontier = 0, [os.getpid()]
+        while frontier:
+            pid = frontier.pop()
+            ours += times.get(pid, 0)
+            frontier.extend(child for child, parent in parents.items() if parent == pid)
+        return busy, ours
+
+    def stop(self) -> float | None:
+        """Others' share of all cores since construction, in [0, 1]."""
+        end, wall = self._read(), time.perf_counter() - self.t0
+        if self.start is None or end is None or wall <= 0:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return round(min(1.0, max(0.0, others / (ticks * wall * os.cpu_count()))), 3)
 
 
 def bench_config(
@@ -244,7 +297,7 @@ def sb3_train(
 
     e, p = cfg.env, cfg.ppo
     if e.flicker > 0.0:
-        raise ValueError("--compare sb3 does not support env.flicker > 0")
+        raise BenchError("--compare sb3 does not support env.flicker > 0")
     env_cfg = {
         key: getattr(e, key)
         for key in (
@@ -272,13 +325,18 @@ def sb3_train(
             self.steps0 = self.model.num_timesteps
             self.mark = (self.t0, self.steps0)
             self.iterations = -1
+            self.meter = CpuMeter()
+            self.others: float | None = None
 
         def _on_rollout_start(self) -> None:
             self.mark = (time.perf_counter(), self.model.num_timesteps)
             self.iterations += 1
 
         def _on_step(self) -> bool:
-            return self.mark[0] - self.t0 < seconds
+            if self.mark[0] - self.t0 < seconds:
+                return True
+            self.others = self.meter.stop()  # before the worker processes exit
+            return False
 
     lr = p.learning_rate
     try:
@@ -324,6 +382,7 @@ def sb3_train(
         "iterations": watch.iterations,
         "vec_env": "SubprocVecEnv" if vec == "subproc" else "DummyVecEnv",
         "num_envs": num_envs,
+        "others_cpu": watch.others,
     }
 
 
@@ -346,7 +405,7 @@ def bench(
     from rlstm.trainer import resolve_device
 
     if compare not in (None, "sb3"):
-        raise ValueError(f"--compare {compare!r}: only sb3 is supported")
+        raise BenchError(f"--compare {compare!r}: only sb3 is supported")
     if compare == "sb3":
         require_sb3()  # before anything runs
     log = log or (lambda line: print(f"rlstm bench: {line}", file=sys.stderr, flush=True))
@@ -366,14 +425,17 @@ def bench(
     }
 
     log(f"raw env: {cfg.env.id} x {num_envs}, {cfg.env.num_threads} emulator thread(s)")
+    meter = CpuMeter()
     raw = raw_env_sps(cfg, dev, seconds)
-    result["raw_env"] = {"sps": raw, "wall_time": seconds}
+    result["raw_env"] = {"sps": raw, "wall_time": seconds, "others_cpu": meter.stop()}
 
     log(f"rlstm training for {seconds:g} s on {dev}")
+    meter = CpuMeter()
     summary = rlstm_train(cfg)
     result["rlstm"] = {
         key: summary[key] for key in ("steps", "iterations", "wall_time", "sps", "perf")
     }
+    result["rlstm"]["others_cpu"] = meter.stop()
     result["train_over_raw"] = summary["sps"] / raw if raw > 0 else math.nan
 
     if compare == "sb3":
@@ -406,23 +468,24 @@ def format_table(result: dict[str, Any]) -> str:
         f"1-min load average at start / end: {result.get('load_avg_start')} / "
         f"{result.get('load_avg_end')}",
         "",
-        "| measured | env | envs | steps | seconds | steps/s | / raw env |",
-        "|---|---|---|---|---|---|---|",
+        "| measured | env | envs | steps | seconds | steps/s | / raw env | others' CPU |",
+        "|---|---|---|---|---|---|---|---|",
         f"| raw env (AtariEnv, random actions) | {result['env']} | {result['num_envs']} | "
-        f"- | {result['raw_env']['wall_time']:.1f} | {raw:,.0f} | 1.00 |",
+        f"- | {result['raw_env']['wall_time']:.1f} | {raw:,.0f} | 1.00 | "
+        f"{_share(result['raw_env'].get('others_cpu'))} |",
     ]
     r = result["rlstm"]
     lines.append(
         f"| rlstm training ({r['iterations']} iterations) | {result['env']} | "
         f"{result['num_envs']} | {r['steps']:,} | {r['wall_time']:.1f} | {r['sps']:,.0f} | "
-        f"{result['train_over_raw']:.2f} |"
+        f"{result['train_over_raw']:.2f} | {_share(r.get('others_cpu'))} |"
     )
     if "sb3" in result:
         s = result["sb3"]
         lines.append(
             f"| sb3-contrib RecurrentPPO ({s['vec_env']}, {s['iterations']} iterations) | "
             f"{result['env']} | {s['num_envs']} | {s['steps']:,} | {s['wall_time']:.1f} | "
-            f"{s['sps']:,.0f} | {result['sb3_over_raw']:.2f} |"
+            f"{s['sps']:,.0f} | {result['sb3_over_raw']:.2f} | {_share(s.get('others_cpu'))} |"
         )
     lines.append("")
     lines.append(f"training / raw env: {result['train_over_raw']:.2f}")
@@ -437,7 +500,12 @@ def format_table(result: dict[str, Any]) -> str:
             if key in perf
         )
         lines.append(f"rlstm iteration time: {parts}")
+    lines.append("others' CPU: share of all cores used by other processes during the measurement")
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:

@@ -159,9 +159,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     distributed.init()  # under torchrun: join the process group (nothing in a single process)
     try:
-        return _train(args)
-    finally:
-        distributed.destroy()
+        code = _train(args)
+    except BaseException:
+        distributed.destroy(synchronize=False)  # a failing rank exits; torchrun stops the rest
+        raise
+    distributed.destroy()
+    return code
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -305,7 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.env_threads,
                 sb3_vec=args.sb3_vec,
             )
-        except (atari_bench.MissingDependency, ValueError) as exc:
+        except atari_bench.BenchError as exc:
             raise UsageError(str(exc)) from None
         print(atari_bench.format_table(result))
         if args.json:

@@ -41,6 +41,13 @@ def init() -> None:
     """
     if launched_world_size() <= 1 or is_initialized():
         return
+    # torch._dynamo (imported lazily by the first optimizer) keeps references to the process
+    # groups that exist when it is imported: destroy_process_group() then cannot free the
+    # group, gloo's worker threads outlive the interpreter and the process sometimes aborts
+    # at exit ("terminate called without an active exception", torch 2.13). Imported first,
+    # it holds none.
+    import torch._dynamo  # noqa: F401
+
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
     dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
 
@@ -88,9 +95,15 @@ def barrier() -> None:
         dist.barrier()
 
 
-def destroy() -> None:
-    if is_initialized():
-        dist.destroy_process_group()
+def destroy(synchronize: bool = True) -> None:
+    """Leave the process group. ``synchronize`` first waits for every rank (the normal end),
+    so no rank closes its connections while a peer still uses them. On an error path pass
+    ``False``, so a failing rank exits (and torchrun stops the others) instead of waiting."""
+    if not is_initialized():
+        return
+    if synchronize and is_distributed():
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 # -- tensors ------------------------------------------------------------------------------

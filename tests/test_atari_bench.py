@@ -27,6 +27,9 @@ def test_bench_measures_raw_env_and_training() -> None:
     assert result["rlstm"]["wall_time"] >= 1.0  # stops after the iteration that passes 1 s
     assert result["machine"]["cpu_count"] >= 1 and result["env_threads"] >= 1
     assert "sb3" not in result
+    for phase in ("raw_env", "rlstm"):
+        others = result[phase]["others_cpu"]
+        assert others is None or 0.0 <= others <= 1.0
 
     table = atari_bench.format_table(result)
     assert "| raw env (AtariEnv, random actions) | ALE/Pong-v5 | 2 |" in table

@@ -53,8 +53,19 @@ def _free_port() -> int:
 
 def _launch(worker: str, out: Path, timeout: float = 120.0) -> None:
     """Run ``worker(out)`` in ``WORLD`` processes joined in one gloo group; all must exit 0."""
+    for attempt in range(3):
+        codes, logs = _run_ranks(worker, out, timeout)
+        # the free port can be taken by another process before rank 0 binds it: try another
+        if any(codes) and any("EADDRINUSE" in log for log in logs) and attempt < 2:
+            continue
+        break
+    for r, (code, log) in enumerate(zip(codes, logs)):
+        assert code == 0, f"rank {r} exited with {code}:\n{log}"
+
+
+def _run_ranks(worker: str, out: Path, timeout: float) -> tuple[list[int], list[str]]:
     port = _free_port()
-    procs = []
+    procs, log_paths = [], []
     for r in range(WORLD):
         env = {
             **os.environ,
@@ -68,16 +79,13 @@ def _launch(worker: str, out: Path, timeout: float = 120.0) -> None:
         }
         code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_distributed as t; "
         code += f"t.{worker}({str(out)!r})"
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", code],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+        log_paths.append(out / f"{worker}.rank{r}.log")
+        with log_paths[-1].open("w") as log:  # a file, not a pipe: a chatty rank never blocks
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=log, stderr=log
+                )
             )
-        )
     deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs):  # a failed rank would leave the other waiting
         if any(p.returncode not in (None, 0) for p in procs) or time.monotonic() > deadline:
@@ -86,9 +94,8 @@ def _launch(worker: str, out: Path, timeout: float = 120.0) -> None:
                     p.kill()
             break
         time.sleep(0.05)
-    logs = [p.communicate()[0] for p in procs]
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{log}"
+    codes = [p.wait() for p in procs]
+    return codes, [path.read_text() for path in log_paths]
 
 
 # -- 1. the update: 2 ranks on halves == 1 process on the union ---------------------------
