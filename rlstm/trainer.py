@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +90,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.env = env
-        self.agent = agent.to(device)
+        self.agent: Any = cast(Any, agent.to(device))  # a Policy with an rlstm core
         self.run_dir = Path(run_dir)
         self.device = device
         self.reward_transform = reward_transform
@@ -411,8 +411,10 @@ class Trainer:
             logger.episode(step, ret, length)
             self.recent_returns.append(ret)
         self.recent_returns = self.recent_returns[-100:]
-        if len(self.recent_returns) >= min(100, 10):
-            self.best_mean_return = max(self.best_mean_return, _mean(self.recent_returns))
+        if len(self.recent_returns) >= 10:  # a running mean over too few episodes is noise
+            self.best_mean_return = max(
+                self.best_mean_return, sum(self.recent_returns) / len(self.recent_returns)
+            )
 
     def _check_finite(self, stats: dict[str, float]) -> None:
         if stats["skipped_updates"] and not stats["applied_updates"]:
