@@ -146,7 +146,7 @@ class CpuMeter:
             return None
         ticks = os.sysconf("SC_CLK_TCK")
         others = (end[0] - self.start[0]) - (end[1] - self.start[1])
-        return round(min(1.0, max(0.0, others / (ticks * wall * os.cpu_count()))), 3)
+        return round(min(1.0, max(0.0, others / (ticks * wall * (os.cpu_count() or 1)))), 3)
 
 
 def bench_config(
@@ -278,7 +278,8 @@ def make_sb3_env(env_cfg: dict[str, Any], rank: int, seed: int) -> Any:
     )
     if env_cfg["life_loss"] == "terminal":  # DQN's: a life loss is terminal, the game goes on
         env = EpisodicLifeEnv(env)
-    if env_cfg["kwargs"].get("fire_reset", True) and "FIRE" in env.unwrapped.get_action_meanings():
+    meanings = env.unwrapped.get_action_meanings()  # type: ignore[union-attr]
+    if env_cfg["kwargs"].get("fire_reset", True) and "FIRE" in meanings:
         env = FireResetEnv(env)
     if env_cfg["clip_rewards"]:
         env = ClipRewardEnv(env)
@@ -312,8 +313,10 @@ def sb3_train(
             "kwargs",
         )
     }
-    fns = [functools.partial(make_sb3_env, env_cfg, rank, cfg.run.seed) for rank in range(num_envs)]
-    venv = SubprocVecEnv(fns) if vec == "subproc" else DummyVecEnv(fns)
+    fns: list[Callable[[], Any]] = [
+        functools.partial(make_sb3_env, env_cfg, rank, cfg.run.seed) for rank in range(num_envs)
+    ]
+    venv: Any = SubprocVecEnv(fns) if vec == "subproc" else DummyVecEnv(fns)
     if e.stack_num > 1:
         venv = VecFrameStack(venv, e.stack_num, channels_order="last")
 
