@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 KINDS = ("lstm", "gru", "none")
+# On CPU the step loop beats one wide segment call once M * H reaches this (measured at
+# M * H = 512: segments 3.5x faster; at 16384 and above: the loop 1.3-1.9x faster).
+CPU_LOOP_MIN_WORK = 4096
 
 
 class RecurrentCore(nn.Module):
@@ -106,15 +109,17 @@ class RecurrentCore(nn.Module):
         each segment's own final state, costs several times more on cuDNN.
 
         ``method``: ``segments`` (the above), ``loop`` (``step`` over time), or ``auto``:
-        segments on CUDA, where one call is latency-bound and wider batches are nearly free,
-        and the loop on CPU, where cost grows with the segment count and the loop measured
-        faster (benchmarks/RESULTS.md).
+        segments on CUDA, where one call is latency-bound and wider batches are nearly free;
+        on CPU segments for small batches, where the loop's per-step overhead dominates
+        (3.5x faster for the default config), and the loop for large ones, where compute
+        grows with the segment count (1.9x faster at 128 x 128; benchmarks/RESULTS.md).
         """
         L, M = starts.shape
         if self.rnn is None:
             return self.mlp(x), state
         if method == "auto":
-            method = "segments" if x.device.type == "cuda" else "loop"
+            small = M * self.hidden_size < CPU_LOOP_MIN_WORK
+            method = "segments" if x.device.type == "cuda" or small else "loop"
         if method not in ("segments", "loop"):
             raise ValueError(f"method={method!r} must be auto, segments or loop")
         state = state * (~starts[0]).to(state.dtype)[None, :, None]
