@@ -445,6 +445,14 @@ def env_steps_per_second(
     training steps/s over this number is the fraction of the env's speed the trainer keeps.
     """
     env = AtariEnv(env_id, num_envs, device, seed, num_threads=num_threads, **kwargs)
+    return measure_steps_per_second(env, seconds, warmup_steps, seed)
+
+
+def measure_steps_per_second(
+    env: AtariEnv, seconds: float = 5.0, warmup_steps: int = 50, seed: int = 0
+) -> float:
+    """Raw agent steps/s of ``env`` with uniformly random actions; closes ``env``."""
+    num_envs = env.num_envs
     try:
         gen = torch.Generator().manual_seed(seed)
         actions = torch.randint(env.num_actions, (256, num_envs), generator=gen).to(env.device)

@@ -180,26 +180,10 @@ def bench_config(
 # -- 1. raw env -----------------------------------------------------------------------------
 def raw_env_sps(cfg: Config, device: torch.device, seconds: float) -> float:
     """Agent steps/s of :class:`AtariEnv` with random actions, built as training builds it."""
-    from envs.atari import env_steps_per_second
+    from envs.atari import AtariEnv, measure_steps_per_second
 
-    e = cfg.env
-    return env_steps_per_second(
-        e.id,
-        e.num_envs,
-        seconds,
-        num_threads=e.num_threads,
-        device=device,
-        seed=cfg.run.seed,
-        repeat_action_probability=e.repeat_action_probability,
-        full_action_space=e.full_action_space,
-        frameskip=e.frameskip,
-        noop_max=e.noop_max,
-        life_loss=e.life_loss,
-        flicker=e.flicker,
-        stack_num=e.stack_num,
-        max_episode_steps=e.max_episode_steps,
-        **e.kwargs,
-    )
+    env = AtariEnv.from_config(cfg.env, cfg.env.num_envs, device, cfg.run.seed)
+    return measure_steps_per_second(env, seconds, seed=cfg.run.seed)
 
 
 # -- 2. rlstm training ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
-from rlstm.ppo import update
+from rlstm.ppo import LOSS_KEYS, update
 from rlstm.vec import VecEnv
 
 
@@ -316,16 +316,7 @@ class Trainer:
                 self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
-                for key in (
-                    "policy_loss",
-                    "value_loss",
-                    "entropy",
-                    "old_approx_kl",
-                    "approx_kl",
-                    "clipfrac",
-                    "explained_variance",
-                    "grad_norm",
-                ):
+                for key in (*LOSS_KEYS, "explained_variance"):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
                 logger.record("charts/learning_rate", self.optimizer.param_groups[0]["lr"])
