@@ -6,8 +6,16 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from rlstm.vec import VecEnv
+
+
+def select_action(logits: Tensor, greedy: bool, generator: torch.Generator) -> Tensor:
+    """``(B, A)`` logits -> ``(B,)`` actions: arg-max if ``greedy``, else sampled."""
+    if greedy:
+        return logits.argmax(-1)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
 @torch.no_grad()
@@ -42,10 +50,7 @@ def evaluate(
         if bool((counts >= targets).all()):
             break
         logits, _, state = agent.step(obs, state, starts)
-        if greedy:
-            action = logits.argmax(-1)
-        else:
-            action = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
+        action = select_action(logits, greedy, gen)
         obs, _, terminated, truncated, info = env.step(action)
         starts = terminated | truncated
         done = info.get("episode_done", starts).cpu()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlstm.evaluate import select_action
 from rlstm.vec import StepResult, VecEnv
 
 # first-layer quantities recorded per core kind (the keys of ``RecurrentCore.gates``)
@@ -204,10 +205,7 @@ def record(
         for name, tensor in fused.items():
             max_err = max(max_err, float((gates[name] - tensor).abs().max()))
         gates.update(fused)  # keep the numbers the policy acted on
-        if greedy:
-            action = logits.argmax(-1)
-        else:
-            action = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
+        action = select_action(logits, greedy, gen)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         done = terminated | truncated
         step = {
