@@ -270,6 +270,7 @@ class AtariEnv(VecEnv):
         self._stats = EpisodeStats(B, self.device)
         self._offset = np.zeros(B, dtype=np.int64)  # frame_number - episode_frame_number
         self._seeded = False
+        self._pending = False  # a send() awaits its recv()
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(_emulator_seeds(seed, B)[1])
         self._blanked = torch.zeros(B, S, dtype=torch.bool, device=self.device)
@@ -285,25 +286,26 @@ class AtariEnv(VecEnv):
     @classmethod
     def from_config(
         cls, env_cfg: Any, num_envs: int, device: str | torch.device, seed: int
-    ) -> AtariEnv:
+    ) -> AtariEnv | AtariGroups:
         """Build from an ``rlstm.config.EnvConfig``; ``env.kwargs`` (e.g. ``{fire_reset: false}``)
-        pass through as extra constructor arguments."""
-        return cls(
-            env_cfg.id,
-            num_envs,
-            device,
-            seed,
-            repeat_action_probability=env_cfg.repeat_action_probability,
-            full_action_space=env_cfg.full_action_space,
-            frameskip=env_cfg.frameskip,
-            noop_max=env_cfg.noop_max,
-            life_loss=env_cfg.life_loss,
-            flicker=env_cfg.flicker,
-            stack_num=env_cfg.stack_num,
-            max_episode_steps=env_cfg.max_episode_steps,
-            num_threads=env_cfg.num_threads,
+        pass through as extra constructor arguments. ``env.num_groups > 1`` gives
+        :class:`AtariGroups` of that many equal groups."""
+        options: dict[str, Any] = {
+            "repeat_action_probability": env_cfg.repeat_action_probability,
+            "full_action_space": env_cfg.full_action_space,
+            "frameskip": env_cfg.frameskip,
+            "noop_max": env_cfg.noop_max,
+            "life_loss": env_cfg.life_loss,
+            "flicker": env_cfg.flicker,
+            "stack_num": env_cfg.stack_num,
+            "max_episode_steps": env_cfg.max_episode_steps,
+            "num_threads": env_cfg.num_threads,
             **env_cfg.kwargs,
-        )
+        }
+        groups = int(getattr(env_cfg, "num_groups", 1))
+        if groups > 1:
+            return AtariGroups(env_cfg.id, num_envs, groups, device, seed, **options)
+        return cls(env_cfg.id, num_envs, device, seed, **options)
 
     # -- host -> device -------------------------------------------------------------------
     def _to_device(self, key: str, array: np.ndarray) -> Tensor:
@@ -328,6 +330,9 @@ class AtariEnv(VecEnv):
         """Restart every game; ``seed`` (or, on the first reset, the constructor's seed) reseeds
         the emulators and the flicker generator."""
         ale = self._env()
+        if self._pending:  # finish the step in flight; its results are dropped
+            ale.recv()
+            self._pending = False
         if seed is None and not self._seeded:
             seed = self.seed
         emulator_seeds = None
@@ -345,8 +350,13 @@ class AtariEnv(VecEnv):
             frames = frames.masked_fill(self._blanked[:, :, None, None], 0)
         return self._obs_view(frames)
 
-    def step(self, actions: Tensor) -> StepResult:
+    def send(self, actions: Tensor) -> None:
+        """Start stepping every game with ``actions (B,)`` and return at once: the emulators
+        run in ale-py's threads until :meth:`recv`. This is what lets the trainer act for one
+        env group while another group's emulators run."""
         ale = self._env()
+        if self._pending:
+            raise RuntimeError(f"AtariEnv({self.env_id!r}).send called twice without recv")
         actions = self.check_actions(actions, check_range=False)
         host_actions = actions.cpu().numpy()  # the emulators need them on the host anyway
         lo, hi = int(host_actions.min()), int(host_actions.max())
@@ -354,7 +364,16 @@ class AtariEnv(VecEnv):
             raise ValueError(
                 f"actions must lie in [0, {self.num_actions - 1}], got values in [{lo}, {hi}]"
             )
-        obs, reward, terminated, truncated, info = ale.step(host_actions)
+        ale.send(host_actions)
+        self._pending = True
+
+    def recv(self) -> StepResult:
+        """Wait for the step started by :meth:`send`; returns what :meth:`step` returns."""
+        ale = self._env()
+        if not self._pending:
+            raise RuntimeError(f"AtariEnv({self.env_id!r}).recv called without send")
+        obs, reward, terminated, truncated, info = ale.recv()
+        self._pending = False
 
         offset = info["frame_number"].astype(np.int64) - info["episode_frame_number"]
         restarted = offset != self._offset  # the game ended: game over or time limit
@@ -398,6 +417,10 @@ class AtariEnv(VecEnv):
             },
         )
 
+    def step(self, actions: Tensor) -> StepResult:
+        self.send(actions)
+        return self.recv()
+
     def _draw(self) -> Tensor:
         """``(2, B)`` bool: [0] blanks each game's newest frame, [1] a new game's first frame."""
         u = torch.rand(2, self.num_envs, generator=self._generator, device=self.device)
@@ -429,6 +452,63 @@ class AtariEnv(VecEnv):
         )
 
 
+class AtariGroups(VecEnv):
+    """``B`` games as ``G`` equal :class:`AtariEnv` groups, for overlapping emulation with acting.
+
+    ``groups[g]`` owns envs ``g*B/G .. (g+1)*B/G - 1`` and has its own emulator threads (each
+    group gets all the cores: mostly one group emulates while the policy acts for another).
+    The trainer steps the groups in turn with ``send`` / ``recv`` (``Trainer.collect``);
+    :meth:`step` steps all of them at once and concatenates, for any other consumer. Group
+    ``g`` of a run with seed ``s`` is seeded ``s * G + g``, so groups never share games.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        num_groups: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(num_groups, int) or num_groups < 1 or num_envs % num_groups:
+            raise ValueError(f"num_groups={num_groups!r} must be >= 1 and divide {num_envs=}")
+        self.num_groups = num_groups
+        self.seed = seed
+        size = num_envs // num_groups
+        self.groups = [
+            AtariEnv(env_id, size, device, seed * num_groups + g, **kwargs)
+            for g in range(num_groups)
+        ]
+        first = self.groups[0]
+        self.env_id, self.num_envs, self.device = env_id, num_envs, first.device
+        self.obs_shape, self.obs_dtype = first.obs_shape, first.obs_dtype
+        self.num_actions = first.num_actions
+        self.life_loss = first.life_loss
+
+    def reset(self, seed: int | None = None) -> Tensor:
+        G = self.num_groups
+        return torch.cat(
+            [env.reset(None if seed is None else seed * G + g) for g, env in enumerate(self.groups)]
+        )
+
+    def step(self, actions: Tensor) -> StepResult:
+        actions = self.check_actions(actions, check_range=False)
+        for env, part in zip(self.groups, actions.chunk(self.num_groups), strict=True):
+            env.send(part)
+        results = [env.recv() for env in self.groups]
+        obs, reward, terminated, truncated = (torch.cat([r[i] for r in results]) for i in range(4))
+        info = {key: torch.cat([r[4][key] for r in results]) for key in results[0][4]}
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self.groups:
+            env.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.groups[0].state_dict()  # raises: emulators cannot be saved
+
+
 def env_steps_per_second(
     env_id: str,
     num_envs: int,
@@ -449,7 +529,7 @@ def env_steps_per_second(
 
 
 def measure_steps_per_second(
-    env: AtariEnv, seconds: float = 5.0, warmup_steps: int = 50, seed: int = 0
+    env: AtariEnv | AtariGroups, seconds: float = 5.0, warmup_steps: int = 50, seed: int = 0
 ) -> float:
     """Raw agent steps/s of ``env`` with uniformly random actions; closes ``env``."""
     num_envs = env.num_envs

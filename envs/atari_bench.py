@@ -26,6 +26,7 @@ emulator threads, where the config leaves them at 0, to ``cores - torch_threads`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -179,10 +180,12 @@ def bench_config(
 
 # -- 1. raw env -----------------------------------------------------------------------------
 def raw_env_sps(cfg: Config, device: torch.device, seconds: float) -> float:
-    """Agent steps/s of :class:`AtariEnv` with random actions, built as training builds it."""
+    """Agent steps/s of :class:`AtariEnv` with random actions, built as training builds it but
+    as one synchronous batch (``env.num_groups`` only shapes how training overlaps)."""
     from envs.atari import AtariEnv, measure_steps_per_second
 
-    env = AtariEnv.from_config(cfg.env, cfg.env.num_envs, device, cfg.run.seed)
+    env_cfg = dataclasses.replace(cfg.env, num_groups=1)
+    env = AtariEnv.from_config(env_cfg, cfg.env.num_envs, device, cfg.run.seed)
     return measure_steps_per_second(env, seconds, seed=cfg.run.seed)
 
 
@@ -407,6 +410,10 @@ def bench(
         "seconds": seconds,
         "torch_threads": torch_threads,
         "env_threads": cfg.env.num_threads,
+        "training": (
+            f"env groups {cfg.env.num_groups}, CUDA graph {cfg.run.cuda_graph}, "
+            f"bf16 CNN {cfg.agent.bf16}, {cfg.env.num_envs} envs x {cfg.ppo.num_steps} steps"
+        ),
         "machine": machine_info(dev),
         "load_avg_start": _load_avg(),
     }
@@ -454,6 +461,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"torch threads {result['torch_threads']}, emulator threads {result['env_threads']}; "
         f"1-min load average at start / end: {result.get('load_avg_start')} / "
         f"{result.get('load_avg_end')}",
+        f"training settings: {result.get('training', '-')}",
         "",
         "| measured | env | envs | steps | seconds | steps/s | / raw env | others' CPU |",
         "|---|---|---|---|---|---|---|---|",

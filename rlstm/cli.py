@@ -104,10 +104,17 @@ def make_agent(cfg: Config, env: Any) -> torch.nn.Module:
         raise UsageError(str(exc)) from None
 
 
+# Agent settings that only initialise the weights or pick the arithmetic: a checkpoint made
+# with other values still fits.
+INIT_OR_COMPUTE_ONLY = ("forget_bias", "chrono_init", "bf16")
+
+
 def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.nn.Module) -> None:
     """Refuse a checkpoint whose spaces or network differ, naming the mismatch."""
     saved_agent = data["config"].get("agent", {})
     for key, value in cfg.agent.__dict__.items():
+        if key in INIT_OR_COMPUTE_ONLY:  # do not change the network's shape
+            continue
         if key in saved_agent and saved_agent[key] != value:
             raise UsageError(
                 f"checkpoint was trained with agent.{key}={saved_agent[key]!r}, "
@@ -307,6 +314,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.torch_threads,
                 args.env_threads,
                 sb3_vec=args.sb3_vec,
+                overrides=args.set,
             )
         except atari_bench.BenchError as exc:
             raise UsageError(str(exc)) from None
@@ -525,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--env-threads", type=int, default=None, help="atari: default cores - torch threads"
     )
     bench.add_argument("--json", metavar="FILE", help="atari: write the results as JSON")
+    bench.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="atari: config overrides for the training run (e.g. env.num_groups=2 agent.bf16=true)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     from rlstm.suite import add_arguments as add_suite_arguments

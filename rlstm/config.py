@@ -67,6 +67,11 @@ class EnvConfig:
         "Atari: truncate episodes after this many agent steps", default=27000
     )
     num_threads: int = doc("Atari: emulator threads (0 = one per env, capped by cores)", default=0)
+    num_groups: int = doc(
+        "Atari: env groups stepped alternately, so the emulators of one group run while the "
+        "policy acts for another (1 = one synchronous batch)",
+        default=1,
+    )
 
 
 @dataclass
@@ -77,6 +82,18 @@ class AgentConfig:
     core: str = doc("recurrent core: lstm | gru | none (memoryless control)", default="lstm")
     hidden_size: int = doc("recurrent state size (H)", default=128)
     num_layers: int = doc("stacked recurrent layers", default=1)
+    forget_bias: float = doc(
+        "initial bias of the LSTM forget gate / GRU update gate, every layer (0 = CleanRL's "
+        "zeros; larger keeps memories longer); core=none ignores it",
+        default=0.0,
+    )
+    chrono_init: int = doc(
+        "chrono initialisation for memories up to this many steps: LSTM forget bias "
+        "log U(1, T-1) and input bias its negative, GRU update bias log U(1, T-1) "
+        "(Tallec & Ollivier 2018); 0 = off; core=none ignores it",
+        default=0,
+    )
+    bf16: bool = doc("CUDA: run the CNN encoder under bfloat16 autocast", default=False)
 
 
 @dataclass
@@ -146,6 +163,10 @@ class RunConfig:
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
     time_limit: float = doc(
         "stop cleanly after the iteration that passes this many seconds (0 = off)", default=0.0
+    )
+    cuda_graph: bool = doc(
+        "CUDA: capture the acting policy step as a CUDA graph (replayed every env step)",
+        default=True,
     )
     lstm_log_every: int = doc(
         "log lstm/* diagnostics (gate histograms, saturation, mean forget gate, state norms) "
@@ -337,6 +358,7 @@ def validate(cfg: Config) -> None:
         "agent.encoder_layers": a.encoder_layers,
         "agent.hidden_size": a.hidden_size,
         "agent.num_layers": a.num_layers,
+        "env.num_groups": e.num_groups,
         "ppo.total_timesteps": p.total_timesteps,
         "ppo.num_steps": p.num_steps,
         "ppo.num_minibatches": p.num_minibatches,
@@ -350,6 +372,7 @@ def validate(cfg: Config) -> None:
     non_negative = {
         "env.noop_max": e.noop_max,
         "env.num_threads": e.num_threads,
+        "agent.chrono_init": a.chrono_init,
         "ppo.burn_in": p.burn_in,
         "ppo.ent_coef": p.ent_coef,
         "ppo.vf_coef": p.vf_coef,
@@ -382,6 +405,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"ppo.target_kl={p.target_kl} must be > 0 or null")
     if not e.id:
         raise ConfigError("env.id is empty")
+    if e.num_envs % e.num_groups:
+        raise ConfigError(
+            f"env.num_groups={e.num_groups} does not divide env.num_envs={e.num_envs}"
+        )
+    if a.chrono_init == 1:
+        raise ConfigError("agent.chrono_init=1: must be 0 (off) or >= 2 (memories of T steps)")
+    if a.chrono_init and a.forget_bias:
+        raise ConfigError(
+            f"agent.chrono_init={a.chrono_init} with agent.forget_bias={a.forget_bias}: "
+            "chrono sets the forget bias itself; use one or the other"
+        )
     if p.num_steps % p.bptt_len:
         raise ConfigError(
             f"ppo.num_steps={p.num_steps} is not a multiple of ppo.bptt_len={p.bptt_len}"

@@ -30,12 +30,30 @@ CPU_LOOP_MIN_WORK = 4096
 
 
 class RecurrentCore(nn.Module):
-    """``kind`` in lstm | gru | none; ``none`` is a memoryless ReLU layer of the same width."""
+    """``kind`` in lstm | gru | none; ``none`` is a memoryless ReLU layer of the same width.
 
-    def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+    ``forget_bias`` / ``chrono_init`` initialise the keep gate (LSTM forget gate, GRU update
+    gate) of every layer; see :meth:`_init_weights`. ``none`` ignores both.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        forget_bias: float = 0.0,
+        chrono_init: int = 0,
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"core kind {kind!r} must be one of {', '.join(KINDS)}")
+        if chrono_init == 1 or chrono_init < 0:
+            raise ValueError(f"chrono_init={chrono_init} must be 0 (off) or >= 2")
+        if chrono_init and forget_bias:
+            raise ValueError(
+                f"chrono_init={chrono_init} with forget_bias={forget_bias}: use one or the other"
+            )
         self.kind = kind
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -51,9 +69,20 @@ class RecurrentCore(nn.Module):
             nn.init.orthogonal_(linear.weight, 2**0.5)
             nn.init.zeros_(linear.bias)
             self.mlp = nn.Sequential(linear, nn.ReLU())
-        self._init_weights()
+        self._init_weights(forget_bias, chrono_init)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, forget_bias: float, chrono_init: int) -> None:
+        """Orthogonal weights, zero biases (CleanRL), then the keep-gate bias of every layer.
+
+        The keep gate is the LSTM's forget gate ``f`` (gate order i, f, g, o) and the GRU's
+        update gate ``z`` (order r, z, n; ``h' = (1 - z) n + z h``). With zero biases it
+        starts at 0.5, so memories and gradients halve every step: a cue 100 steps back is
+        out of reach. ``forget_bias`` adds a constant to that slice of ``bias_ih``;
+        ``chrono_init=T`` draws it per unit as ``log U(1, T - 1)`` and, for the LSTM, sets
+        the input-gate bias to its negative, so the units' time constants spread over
+        ``1 .. T`` steps (Tallec & Ollivier 2018, "Can recurrent neural networks warp
+        time?"). ``bias_hh`` stays zero. Both are ignored by ``core=none``.
+        """
         if self.rnn is None:
             return
         for name, param in self.rnn.named_parameters():
@@ -61,6 +90,19 @@ class RecurrentCore(nn.Module):
                 nn.init.zeros_(param)
             else:
                 nn.init.orthogonal_(param, 1.0)
+        if not (forget_bias or chrono_init):
+            return
+        H = self.hidden_size
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                bias = cast(Tensor, getattr(self.rnn, f"bias_ih_l{layer}"))
+                keep = bias[H : 2 * H]  # LSTM forget gate f / GRU update gate z
+                if chrono_init:
+                    keep.copy_(torch.empty(H).uniform_(1.0, chrono_init - 1.0).log())
+                    if self.kind == "lstm":
+                        bias[:H].copy_(-keep)  # input gate i
+                else:
+                    keep.fill_(forget_bias)
 
     @property
     def state_slots(self) -> int:
@@ -123,26 +165,28 @@ class RecurrentCore(nn.Module):
         if method not in ("segments", "loop"):
             raise ValueError(f"method={method!r} must be auto, segments or loop")
         state = state * (~starts[0]).to(state.dtype)[None, :, None]
-        inner = starts[1:]
-        if not bool(inner.any()):
-            return self._run(x, state)
         if method == "loop":
+            if not bool(starts[1:].any()):
+                return self._run(x, state)
             return self.sequence_reference(x, state, starts)
 
-        # Segments: a new one begins at t=0 of every column and at every inner start.
+        # Segments: a new one begins at t=0 of every column and at every inner start. The
+        # layout is computed on the device; its three sizes reach the host in one transfer,
+        # the only host sync of this path.
         begins = starts.clone()
         begins[0] = True
-        flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: column m, then time
-        seg_id = flat_begins.cumsum(0) - 1  # segment of every (m, t)
-        time = torch.arange(L, device=x.device).repeat(M)
-        column = torch.arange(M, device=x.device).repeat_interleave(L)
-        seg_begin = time[flat_begins]  # (S,) time at which each segment begins
-        seg_column = column[flat_begins]  # (S,)
-        lengths = torch.bincount(seg_id)  # (S,)
-        offset = time - seg_begin[seg_id]  # time of (m, t) inside its segment
-        num_segments = seg_begin.numel()
-        longest = int(lengths.max())
-
+        flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: position m*L + t
+        position = torch.arange(M * L, device=x.device)
+        seg_id = flat_begins.cumsum(0) - 1  # segment of every position
+        first = torch.where(flat_begins, position, 0).cummax(0).values  # its segment's start
+        offset = position - first  # time of every position inside its segment
+        sizes = torch.stack([seg_id[-1] + 1, offset.max() + 1, starts[1:].sum()])
+        num_segments, longest, inner_starts = (int(v) for v in sizes.tolist())
+        if inner_starts == 0:  # no reset inside the chunk: one plain call
+            return self._run(x, state)
+        seg_first = torch.full((num_segments,), M * L, device=x.device, dtype=torch.long)
+        seg_first.scatter_reduce_(0, seg_id, position, "amin")  # (S,) start position
+        seg_column, seg_begin = seg_first // L, seg_first % L
         # Inputs laid out per segment: (longest, S, in), padded at the end of short segments.
         flat_x = x.transpose(0, 1).reshape(M * L, -1)
         padded = flat_x.new_zeros(longest, num_segments, flat_x.shape[-1])
@@ -153,16 +197,15 @@ class RecurrentCore(nn.Module):
         if not need_state:
             out, _ = self._run(padded, seg_state)
             return out[offset, seg_id].view(M, L, -1).transpose(0, 1), None
+        end = torch.full((1,), M * L, device=x.device, dtype=torch.long)
+        lengths = torch.diff(seg_first, append=end)  # segments are contiguous in flat order
         packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
         out_packed, seg_final = self._run(packed, seg_state)
         out, _ = pad_packed_sequence(out_packed, total_length=longest)
         flat_out = out[offset, seg_id]  # (M*L, H)
-        # The final state of a column is that of its last segment.
-        last_segment = torch.zeros(M, dtype=torch.long, device=x.device)
-        last_segment.scatter_reduce_(
-            0, seg_column, torch.arange(num_segments, device=x.device), "amax"
-        )
-        final = seg_final[:, last_segment]
+        # The final state of a column is that of its last segment, the one holding its
+        # position m*L + L - 1.
+        final = seg_final[:, seg_id[L - 1 :: L]]
         return flat_out.view(M, L, -1).transpose(0, 1), final
 
     def sequence_reference(self, x: Tensor, state: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:

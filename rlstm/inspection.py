@@ -199,7 +199,7 @@ def record(
             break
         values = {f"var_{v.name}": v.read(env).detach().float() for v in variables}
         masked = state * (~starts).to(state.dtype)[None, :, None]
-        gates = core.gates(agent.encoder(obs), masked)
+        gates = core.gates(agent.encode(obs), masked)
         logits, value, new_state = agent.step(obs, state, starts)
         fused = _layer0(core, new_state)
         for name, tensor in fused.items():

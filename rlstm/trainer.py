@@ -26,12 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from rlstm import checkpoint, distributed
+from rlstm.acting import PolicyStep, sample_actions
 from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
 from rlstm.ppo import LOSS_KEYS, update
-from rlstm.vec import VecEnv
+from rlstm.vec import StepResult, VecEnv
 
 
 class TrainingStopped(RuntimeError):
@@ -99,10 +100,16 @@ class Trainer:
         self.is_main = distributed.rank() == 0
         self.seed = distributed.rank_seed(cfg.run.seed)  # envs and actions: a stream per rank
         self.params = [param for param in self.agent.parameters() if param.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=p.learning_rate, eps=p.adam_eps)
+        # fused: one kernel for the whole step on CUDA instead of several per parameter
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=p.learning_rate, eps=p.adam_eps, fused=device.type == "cuda"
+        )
         state_shape = (self.agent.core.state_slots, self.agent.core.hidden_size)
         self.buffer = RolloutBuffer(
             p.num_steps, env.num_envs, env.obs_shape, env.obs_dtype, state_shape, device
+        )
+        self.policy_step = PolicyStep(
+            self.agent, capture=cfg.run.cuda_graph and device.type == "cuda"
         )
         self.action_gen = torch.Generator(device=device)
         self.action_gen.manual_seed(self.seed + 1)
@@ -210,45 +217,92 @@ class Trainer:
     @torch.no_grad()
     def collect(self) -> tuple[Tensor, Tensor, Tensor, float, float]:
         """Fill the buffer with ``num_steps`` steps; return the finished episodes' returns,
-        lengths and done mask, each ``(T, B)``, and the seconds spent acting and in envs."""
-        T = self.cfg.ppo.num_steps
-        buf, agent, env = self.buffer, self.agent, self.env
-        obs, state, starts = self.next_obs, self.next_state, self.next_starts
-        ep_returns = torch.zeros(T, env.num_envs, device=self.device)
-        ep_lengths = torch.zeros(T, env.num_envs, dtype=torch.long, device=self.device)
-        ep_done = torch.zeros(T, env.num_envs, dtype=torch.bool, device=self.device)
+        lengths and done mask, each ``(T, B)``, and the seconds spent acting and in envs.
+
+        An env with ``groups`` (``env.num_groups > 1`` on Atari) is stepped group by group
+        with ``send`` / ``recv``: while the policy acts for group g, the emulators of the
+        other groups run. Per group and step the policy sees exactly what it would see
+        stepping the groups one after another, so the overlap changes timing only."""
+        T, B = self.cfg.ppo.num_steps, self.env.num_envs
+        groups = list(getattr(self.env, "groups", None) or [self.env])
+        G = len(groups)
+        overlap = G > 1
+        size = B // G
+        cols = [slice(g * size, (g + 1) * size) for g in range(G)]
+        obs = [self.next_obs[c] for c in cols]
+        state = [self.next_state[:, c] for c in cols]
+        starts = [self.next_starts[c] for c in cols]
+        episodes = (
+            torch.zeros(T, B, device=self.device),
+            torch.zeros(T, B, dtype=torch.long, device=self.device),
+            torch.zeros(T, B, dtype=torch.bool, device=self.device),
+        )
         act_time = env_time = 0.0
         for t in range(T):
-            t0 = time.perf_counter()
-            buf.obs[t] = obs
-            buf.starts[t] = starts
-            buf.states[t] = state
-            logits, value, state = agent.step(obs, state, starts)
-            log_probs = logits.log_softmax(-1)
-            action = torch.multinomial(log_probs.exp(), 1, generator=self.action_gen).squeeze(1)
-            buf.actions[t] = action
-            buf.logprobs[t] = log_probs.gather(1, action[:, None]).squeeze(1)
-            buf.values[t] = value
-            t1 = time.perf_counter()
-            obs, reward, terminated, truncated, info = env.step(action)
-            t2 = time.perf_counter()
-            if self.reward_transform is not None:
-                reward = self.reward_transform(reward)
-            buf.rewards[t] = reward
-            buf.terminated[t] = terminated
-            buf.truncated[t] = truncated
-            buf.final_obs[t] = info["final_obs"]
-            starts = terminated | truncated
-            ep_returns[t] = info["episode_return"]
-            ep_lengths[t] = info["episode_length"]
-            # Atari with life_loss=terminal ends a memory episode per life but reports the
-            # game score only at the real game over.
-            ep_done[t] = info.get("episode_done", starts)
-            act_time += t1 - t0
-            env_time += t2 - t1
-        buf.next_state.copy_(state)
-        self.next_obs, self.next_state, self.next_starts = obs, state, starts
-        return ep_returns, ep_lengths, ep_done, act_time, env_time
+            for g in range(G):
+                if overlap and t > 0:
+                    t0 = time.perf_counter()
+                    result = groups[g].recv()  # the step sent for group g at t - 1
+                    env_time += time.perf_counter() - t0
+                    obs[g], starts[g] = self._record(t - 1, cols[g], result, episodes)
+                t0 = time.perf_counter()
+                action, state[g] = self._act(t, cols[g], obs[g], state[g], starts[g])
+                if overlap:
+                    groups[g].send(action)
+                    act_time += time.perf_counter() - t0
+                    continue
+                t1 = time.perf_counter()
+                result = self.env.step(action)
+                env_time += time.perf_counter() - t1
+                act_time += t1 - t0
+                obs[g], starts[g] = self._record(t, cols[g], result, episodes)
+        if overlap:
+            for g in range(G):
+                t0 = time.perf_counter()
+                result = groups[g].recv()
+                env_time += time.perf_counter() - t0
+                obs[g], starts[g] = self._record(T - 1, cols[g], result, episodes)
+        self.next_obs = obs[0] if G == 1 else torch.cat(obs)
+        self.next_state = state[0] if G == 1 else torch.cat(state, dim=1)
+        self.next_starts = starts[0] if G == 1 else torch.cat(starts)
+        self.buffer.next_state.copy_(self.next_state)
+        return (*episodes, act_time, env_time)
+
+    def _act(
+        self, t: int, cols: slice, obs: Tensor, state: Tensor, starts: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Act for the envs ``cols`` at step ``t``, recording what enters and leaves the policy."""
+        buf = self.buffer
+        buf.obs[t, cols] = obs
+        buf.starts[t, cols] = starts
+        buf.states[t, :, cols] = state
+        logits, value, state = self.policy_step(obs, state, starts)
+        action, log_prob = sample_actions(logits, self.action_gen)
+        buf.actions[t, cols] = action
+        buf.logprobs[t, cols] = log_prob
+        buf.values[t, cols] = value
+        return action, state
+
+    def _record(
+        self, t: int, cols: slice, result: StepResult, episodes: tuple[Tensor, Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Store the env's answer to step ``t`` for envs ``cols``; return (next obs, starts)."""
+        buf = self.buffer
+        obs, reward, terminated, truncated, info = result
+        if self.reward_transform is not None:
+            reward = self.reward_transform(reward)
+        buf.rewards[t, cols] = reward
+        buf.terminated[t, cols] = terminated
+        buf.truncated[t, cols] = truncated
+        buf.final_obs[t, cols] = info["final_obs"]
+        starts = terminated | truncated
+        ep_returns, ep_lengths, ep_done = episodes
+        ep_returns[t, cols] = info["episode_return"]
+        ep_lengths[t, cols] = info["episode_length"]
+        # Atari with life_loss=terminal ends a memory episode per life but reports the
+        # game score only at the real game over.
+        ep_done[t, cols] = info.get("episode_done", starts)
+        return obs, starts
 
     @torch.no_grad()
     def advantages(self) -> None:

@@ -269,7 +269,7 @@ def test_configs_build(path: Path) -> None:
     cfg = build_config(path)
     assert backend_of(cfg) == "atari"
     assert "protocol" in path.read_text().lower(), "each config states its protocol"
-    env = AtariEnv.from_config(cfg.env, 1, "cpu", cfg.run.seed)
+    env = AtariEnv.from_config(cfg.env, cfg.env.num_groups, "cpu", cfg.run.seed)
     try:
         assert env.obs_shape == (84, 84)
         assert env.life_loss == cfg.env.life_loss
@@ -307,3 +307,111 @@ def test_cuda_matches_cpu() -> None:
         cpu.close()
         gpu.close()
         flick.close()
+
+
+def test_groups_step_as_separate_envs() -> None:
+    """Group g of a run seeded s is the AtariEnv seeded s * G + g, stepped the same way."""
+    from envs.atari import AtariGroups
+
+    grouped = AtariGroups("ALE/Pong-v5", 4, 2, seed=3, max_episode_steps=CAP)
+    parts = [AtariEnv("ALE/Pong-v5", 2, seed=3 * 2 + g, max_episode_steps=CAP) for g in range(2)]
+    try:
+        assert grouped.num_envs == 4 and grouped.obs_shape == (84, 84)
+        assert torch.equal(grouped.reset(), torch.cat([env.reset() for env in parts]))
+        for action in random_actions(grouped, CAP + 5, seed=2):
+            obs, reward, terminated, truncated, info = grouped.step(action)
+            ref = [env.step(a) for env, a in zip(parts, action.chunk(2), strict=True)]
+            assert torch.equal(obs, torch.cat([r[0] for r in ref]))
+            assert torch.equal(reward, torch.cat([r[1] for r in ref]))
+            assert torch.equal(terminated | truncated, torch.cat([r[2] | r[3] for r in ref]))
+            for key in ("final_obs", "episode_return", "episode_length", "episode_done"):
+                assert torch.equal(info[key], torch.cat([r[4][key] for r in ref]))
+        assert truncated.dtype == torch.bool
+    finally:
+        grouped.close()
+        for env in parts:
+            env.close()
+    with pytest.raises(ValueError, match="num_groups=3 must be >= 1 and divide"):
+        AtariGroups("ALE/Pong-v5", 4, 3)
+
+
+def test_send_recv_misuse_is_named(pong_capped: AtariEnv) -> None:
+    pong_capped.reset()
+    with pytest.raises(RuntimeError, match="recv called without send"):
+        pong_capped.recv()
+    pong_capped.send(torch.zeros(2, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="send called twice without recv"):
+        pong_capped.send(torch.zeros(2, dtype=torch.long))
+    pong_capped.reset()  # a reset finishes the step in flight
+    obs, *_ = pong_capped.step(torch.zeros(2, dtype=torch.long))
+    assert obs.shape == (2, 84, 84)
+
+
+def test_overlapped_collect_equals_groups_stepped_in_turn(tmp_path: Path) -> None:
+    """The trainer's send/recv overlap changes timing only: the buffer equals a reference
+    that acts for each group and steps it before moving on to the next."""
+    import copy
+
+    from agents import RecurrentAgent
+    from envs.atari import AtariGroups
+    from rlstm.acting import sample_actions
+    from rlstm.cli import make_env, reward_transform
+    from rlstm.config import build_config
+    from rlstm.trainer import Trainer
+
+    T, G, B = 12, 2, 4
+    cfg = build_config(
+        overrides=[
+            "env.id=ALE/Pong-v5",
+            f"env.num_envs={B}",
+            f"env.num_groups={G}",
+            "env.max_episode_steps=5",  # truncations and episode starts inside the rollout
+            f"ppo.num_steps={T}",
+            "ppo.bptt_len=4",
+            "ppo.num_minibatches=1",
+            f"ppo.total_timesteps={T * B}",
+            "agent.hidden_size=8",
+            "run.device=cpu",
+        ]
+    )
+    env = make_env(cfg, torch.device("cpu"))
+    assert isinstance(env, AtariGroups)
+    agent = RecurrentAgent(env.obs_shape, env.obs_dtype, env.num_actions, cfg.agent)
+    reference_agent = copy.deepcopy(agent)
+    trainer = Trainer(cfg, env, agent, tmp_path, torch.device("cpu"), reward_transform(cfg))
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(trainer.action_gen.get_state())
+    trainer.collect()
+    buf = trainer.buffer
+    env.close()
+
+    size = B // G
+    parts = [
+        AtariEnv("ALE/Pong-v5", size, seed=trainer.seed * G + g, max_episode_steps=5)
+        for g in range(G)
+    ]
+    obs = [env.reset() for env in parts]
+    state = [reference_agent.initial_state(size) for _ in range(G)]
+    starts = [torch.ones(size, dtype=torch.bool) for _ in range(G)]
+    try:
+        with torch.no_grad():
+            for t in range(T):
+                for g, part in enumerate(parts):
+                    cols = slice(g * size, (g + 1) * size)
+                    assert torch.equal(buf.obs[t, cols], obs[g])
+                    assert torch.equal(buf.starts[t, cols], starts[g])
+                    torch.testing.assert_close(buf.states[t, :, cols], state[g])
+                    logits, value, state[g] = reference_agent.step(obs[g], state[g], starts[g])
+                    action, _ = sample_actions(logits, gen)
+                    assert torch.equal(buf.actions[t, cols], action)
+                    torch.testing.assert_close(buf.values[t, cols], value)
+                    obs[g], reward, terminated, truncated, _ = part.step(action)
+                    assert torch.equal(buf.rewards[t, cols], torch.sign(reward))
+                    starts[g] = terminated | truncated
+                    assert torch.equal(buf.truncated[t, cols], truncated)
+        assert buf.truncated.any() and buf.starts[1:].any()
+        assert torch.equal(trainer.next_obs, torch.cat(obs))
+        torch.testing.assert_close(trainer.next_state, torch.cat(state, dim=1))
+    finally:
+        for part in parts:
+            part.close()

@@ -133,3 +133,104 @@ def test_auto_method_equals_reference_and_bad_method_rejected() -> None:
 def test_bad_kind_rejected() -> None:
     with pytest.raises(ValueError, match="transformer"):
         RecurrentCore("transformer", 3, 4)
+
+
+def _biases(core: RecurrentCore, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return getattr(core.rnn, f"bias_ih_l{layer}").detach(), getattr(
+        core.rnn, f"bias_hh_l{layer}"
+    ).detach()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_default_init_leaves_every_bias_zero(kind: str, layers: int) -> None:
+    core = RecurrentCore(kind, 6, 5, layers)
+    for name, param in core.rnn.named_parameters():  # type: ignore[union-attr]
+        if "bias" in name:
+            assert not param.any(), name
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_forget_bias_sets_the_keep_gate_slice_of_every_layer(kind: str, layers: int) -> None:
+    """LSTM gates (i, f, g, o): f = [H, 2H); GRU gates (r, z, n): z = [H, 2H)."""
+    H = 5
+    core = RecurrentCore(kind, 6, H, layers, forget_bias=1.5)
+    for layer in range(layers):
+        b_ih, b_hh = _biases(core, layer)
+        assert torch.equal(b_ih[H : 2 * H], torch.full((H,), 1.5))
+        assert not b_ih[:H].any() and not b_ih[2 * H :].any()
+        assert not b_hh.any()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_chrono_init_lstm_forget_log_uniform_input_its_negative(layers: int) -> None:
+    H, T = 256, 100
+    torch.manual_seed(0)
+    core = RecurrentCore("lstm", 6, H, layers, chrono_init=T)
+    for layer in range(layers):
+        b_ih, b_hh = _biases(core, layer)
+        b_i, b_f, b_g, b_o = b_ih.chunk(4)
+        assert b_f.min() >= 0.0 and b_f.max() <= torch.log(torch.tensor(T - 1.0)) + 1e-6
+        # exp(b_f) ~ U(1, T-1): its mean is T / 2 and it spreads over the whole range
+        assert abs(b_f.exp().mean().item() - T / 2) < 0.15 * T
+        assert b_f.exp().min() < 0.2 * T and b_f.exp().max() > 0.8 * T
+        torch.testing.assert_close(b_i, -b_f)
+        assert not b_g.any() and not b_o.any() and not b_hh.any()
+    if layers > 1:  # every layer draws its own time constants
+        assert not torch.equal(_biases(core, 0)[0], _biases(core, 1)[0])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_chrono_init_gru_sets_the_update_gate_only(layers: int) -> None:
+    H, T = 256, 1002
+    core = RecurrentCore("gru", 6, H, layers, chrono_init=T)
+    for layer in range(layers):
+        b_ih, b_hh = _biases(core, layer)
+        b_r, b_z, b_n = b_ih.chunk(3)
+        assert b_z.min() >= 0.0 and b_z.max() <= torch.log(torch.tensor(T - 1.0)) + 1e-6
+        assert b_z.exp().max() > 0.5 * T
+        assert not b_r.any() and not b_n.any() and not b_hh.any()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_keep_gate_init_opens_the_gate_and_paths_still_agree(kind: str) -> None:
+    """The keep gate starts near sigmoid(bias), and the fused path still equals the loop."""
+    torch.manual_seed(2)
+    core = RecurrentCore(kind, 6, 5, 2, forget_bias=3.0).double()
+    x = torch.zeros(4, 6, dtype=torch.float64)
+    state = torch.zeros(core.state_slots, 4, 5, dtype=torch.float64)
+    keep = core.gates(x, state)["forget" if kind == "lstm" else "update"]
+    torch.testing.assert_close(keep, torch.full_like(keep, torch.tensor(3.0).sigmoid().item()))
+    core = RecurrentCore(kind, 6, 5, 2, chrono_init=50).double()
+    x, state, starts = _inputs(core, L=11, M=7, p_start=0.2, seed=3)
+    out, final = core.sequence(x, state, starts, method="segments")
+    ref_out, ref_final = core.sequence_reference(x, state, starts)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(final, ref_final, rtol=1e-10, atol=1e-12)
+
+
+def test_none_core_ignores_keep_gate_init_and_bad_values_rejected() -> None:
+    torch.manual_seed(0)
+    plain = RecurrentCore("none", 3, 4)
+    torch.manual_seed(0)
+    biased = RecurrentCore("none", 3, 4, forget_bias=1.0)
+    for a, b in zip(plain.parameters(), biased.parameters()):
+        assert torch.equal(a, b)
+    RecurrentCore("none", 3, 4, chrono_init=100)
+    with pytest.raises(ValueError, match="chrono_init=1"):
+        RecurrentCore("lstm", 3, 4, chrono_init=1)
+    with pytest.raises(ValueError, match="one or the other"):
+        RecurrentCore("lstm", 3, 4, forget_bias=1.0, chrono_init=10)
+
+
+def test_agent_passes_keep_gate_init_to_its_core() -> None:
+    from agents.recurrent import RecurrentAgent
+    from rlstm.config import AgentConfig
+
+    agent = RecurrentAgent((4,), torch.float32, 2, AgentConfig(hidden_size=8, forget_bias=2.0))
+    b_ih, _ = _biases(agent.core, 0)
+    assert torch.equal(b_ih[8:16], torch.full((8,), 2.0))
+    agent = RecurrentAgent((4,), torch.float32, 2, AgentConfig(hidden_size=8, chrono_init=30))
+    b_ih, _ = _biases(agent.core, 0)
+    assert b_ih[8:16].min() >= 0 and b_ih[8:16].max() > 0 and torch.equal(b_ih[:8], -b_ih[8:16])
