@@ -48,6 +48,7 @@ from rlstm.config import (
     CHOICES,
     Config,
     ConfigError,
+    EnvConfig,
     PPOConfig,
     build_config,
     load_yaml,
@@ -94,6 +95,7 @@ class Sweep:
     threshold: float  # success_rate needed to count the length as learned
     strict: bool  # success_rate > threshold (else >=)
     lengths: tuple[int, ...]  # default grid
+    fixed_steps: bool = False  # every episode takes exactly episode_steps (any policy)
 
     def learned(self, success_rate: float) -> bool:
         if math.isnan(success_rate):
@@ -113,14 +115,53 @@ SWEEPS: dict[str, Sweep] = {
         0.625,
         True,
         (*range(1, 11), 12, 14, 17, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100),
+        fixed_steps=True,
     ),
-    # Passive T-maze with corridor length L: solved if >= 95% take the cued arm.
+    # Passive T-maze with corridor length L: solved if >= 95% take the cued arm. Detours
+    # lengthen an episode (up to 2 (L + 1) steps, then truncated).
     "TMaze": Sweep(lambda L: {"length": L}, lambda L: L + 2, 0.95, False, (10, 100, 1000)),
     # Exactly L distractors between the cue and the question, so the length is the delay.
     "RememberAB": Sweep(
-        lambda L: {"k_min": L, "k_max": L}, lambda L: L + 2, 0.95, False, (10, 100, 1000)
+        lambda L: {"k_min": L, "k_max": L},
+        lambda L: L + 2,
+        0.95,
+        False,
+        (10, 100, 1000),
+        fixed_steps=True,
     ),
 }
+
+
+def sweep_chunks(
+    sweep: Sweep, length: int, num_envs: int, num_steps: int, bptt_len: int, num_minibatches: int
+) -> tuple[int, int, int]:
+    """``(num_envs, num_steps, bptt_len)`` for a swept cell, from its config's values.
+
+    The gradient reaches from the answer back to the cue only in an episode that lies inside
+    one BPTT chunk; chunks sit at fixed steps of the rollout and episodes run back to back
+    across them, so an episode of ``s`` steps fits in chunks of ``L >= s`` with probability
+    about ``1 - s / L``: 22% for MemoryChain-100 in chunks of 128, 2% for TMaze-1000 in
+    chunks of 1024. A task whose episodes all take exactly ``s`` steps gets chunks of ``s``:
+    every env starts at step 0, so every chunk then holds one whole episode. Any other task
+    gets, once ``2 s > L``, a power of two >= ``2 s`` (over half of the episodes fit).
+    ``num_steps`` becomes the largest multiple of the chunk <= the config's (at least one
+    chunk); where it grows, ``num_envs`` shrinks to keep the batch near the config's
+    ``num_envs * num_steps``, so the cell still gets as many PPO iterations.
+    """
+    s = sweep.episode_steps(length)
+    if sweep.fixed_steps:
+        chunk = s
+    elif 2 * s > bptt_len:
+        chunk = 1 << (2 * s - 1).bit_length()
+    else:
+        return num_envs, num_steps, bptt_len
+    new_steps = chunk * max(1, num_steps // chunk)
+    if new_steps > num_steps:
+        num_envs = num_envs * num_steps // new_steps
+    # whole minibatches of chunks: num_envs * (new_steps / chunk) % num_minibatches == 0
+    if num_envs * (new_steps // chunk) % num_minibatches:
+        num_envs = num_envs // num_minibatches * num_minibatches
+    return max(num_envs, num_minibatches), new_steps, chunk
 
 
 @dataclass(frozen=True)
@@ -380,24 +421,34 @@ def task_configs(configs_dir: Path | None) -> dict[str, Path]:
 
 def cell_config(cell: Cell, opts: SuiteOptions, yaml_by_task: Mapping[str, Path]) -> Config:
     """Task config (its YAML, else :data:`GENERIC_CONFIG`) < sweep length < core, seed,
-    ``--steps`` < ``--set`` < ``TASK:--set``; the run's place in ``DIR`` is fixed last."""
+    ``--steps`` < ``--set`` < ``TASK:--set``; the run's place in ``DIR`` is fixed last.
+
+    A swept cell gets BPTT chunks that hold its episodes (:func:`sweep_chunks`) and, where
+    its config sets ``agent.chrono_init``, a chrono horizon of at least the episode's steps."""
     path = yaml_by_task.get(cell.task)
     base: dict[str, Any] = (
         load_yaml(path) if path is not None else json.loads(json.dumps(GENERIC_CONFIG))
     )
     for section in ("env", "agent", "ppo", "run"):
         base[section] = dict(base.get(section) or {})
-    env, ppo, run = base["env"], base["ppo"], base["run"]
+    env, agent, ppo, run = base["env"], base["agent"], base["ppo"], base["run"]
     env["id"] = cell.task
     if cell.length is not None:
         sweep = SWEEPS[cell.task]
         env["kwargs"] = {**(env.get("kwargs") or {}), **sweep.kwargs(cell.length)}
-        # One BPTT chunk per episode, so the gradient reaches from the answer back to the cue.
-        steps = sweep.episode_steps(cell.length)
-        bptt = int(ppo.get("bptt_len", PPOConfig().bptt_len))
-        if steps > bptt:
-            chunk = 1 << (steps - 1).bit_length()
-            ppo["bptt_len"] = ppo["num_steps"] = chunk
+        # Episodes inside BPTT chunks, so the gradient reaches from the answer back to the cue.
+        env["num_envs"], ppo["num_steps"], ppo["bptt_len"] = sweep_chunks(
+            sweep,
+            cell.length,
+            int(env.get("num_envs", EnvConfig().num_envs)),
+            int(ppo.get("num_steps", PPOConfig().num_steps)),
+            int(ppo.get("bptt_len", PPOConfig().bptt_len)),
+            int(ppo.get("num_minibatches", PPOConfig().num_minibatches)),
+        )
+        # A config that asks for chrono init asks for memories as long as the episode: the
+        # time constants it draws must reach the cue at every length of the sweep.
+        if int(agent.get("chrono_init") or 0) > 0:
+            agent["chrono_init"] = max(int(agent["chrono_init"]), sweep.episode_steps(cell.length))
     base["agent"]["core"] = cell.core
     if cell.core == "none":  # no state to refresh
         ppo["burn_in"], ppo["state_refresh"] = 0, "none"

@@ -185,9 +185,11 @@ def test_cell_configs_layer_task_yaml_sweep_and_overrides(tmp_path: Path) -> Non
     assert yamls["TMaze"].name == "tmaze_100.yaml"
     assert [c.name for c in opts.cells()] == ["TMaze-L1000__none__s1", "CopyEasy__none__s1"]
     tmaze = suite.cell_config(suite.Cell("TMaze", "none", 1, 1000), opts, yamls)
-    assert tmaze.env.num_envs == 512  # from configs/memory/tmaze_100.yaml
+    # configs/memory/tmaze_100.yaml has 512 envs x 256 steps: chunks of 2048 >= 2 x 1002 steps
+    # hold over half of the episodes, and 64 envs keep the batch at 131k steps
+    assert tmaze.env.num_envs == 64
     assert tmaze.env.kwargs == {"length": 1000}  # the sweep's length wins
-    assert tmaze.ppo.bptt_len == tmaze.ppo.num_steps == 1024  # one chunk per episode
+    assert tmaze.ppo.bptt_len == tmaze.ppo.num_steps == 2048
     assert tmaze.ppo.gamma == 0.999 and tmaze.ppo.learning_rate == 0.01
     assert tmaze.agent.core == "none" and tmaze.run.seed == 1
     assert tmaze.run.run_name == "TMaze-L1000__none__s1"
@@ -195,6 +197,65 @@ def test_cell_configs_layer_task_yaml_sweep_and_overrides(tmp_path: Path) -> Non
     copy = suite.cell_config(suite.Cell("CopyEasy", "none", 1), opts, yamls)
     assert copy.env.num_envs == suite.GENERIC_CONFIG["env"]["num_envs"]
     assert copy.ppo.gamma == 0.99 and copy.ppo.learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    ("task", "length", "expected"),
+    [
+        # fixed-length episodes: chunks of exactly one episode, as many as fit in num_steps
+        ("MemoryChain", 10, (64, 55, 11)),
+        ("MemoryChain", 100, (40, 101, 101)),  # num_steps grew: 64 * 64 // 101 = 40 envs
+        ("RememberAB", 1000, (8, 1002, 1002)),  # 64 * 64 // 1002 = 4, at least a minibatch
+        # TMaze (detours lengthen episodes): untouched while episodes fit twice in a chunk
+        ("TMaze", 10, (64, 64, 64)),
+        ("TMaze", 100, (16, 256, 256)),  # 2 x 102 = 204 steps -> 256; 64 * 64 // 256 envs
+    ],
+)
+def test_sweep_chunks_hold_whole_episodes(
+    task: str, length: int, expected: tuple[int, int, int]
+) -> None:
+    sweep = suite.SWEEPS[task]
+    num_envs, num_steps, bptt_len = suite.sweep_chunks(sweep, length, 64, 64, 64, 8)
+    assert (num_envs, num_steps, bptt_len) == expected
+    assert num_steps % bptt_len == 0 and num_envs * (num_steps // bptt_len) % 8 == 0
+    steps = sweep.episode_steps(length)
+    if sweep.fixed_steps:
+        assert bptt_len == steps
+    else:
+        assert bptt_len >= min(2 * steps, 64)
+
+
+def test_sweep_cells_get_chrono_init_for_their_length(tmp_path: Path) -> None:
+    """chrono_init rises to the episode's steps where the task's config sets it."""
+    opts = suite.SuiteOptions(
+        tasks=["RememberAB", "TMaze", "MemoryChain"], cores=["lstm"], seeds=1, out=tmp_path
+    )
+    yamls = suite.task_configs(suite.DEFAULT_CONFIGS)
+    assert yamls["RememberAB"].name == "remember_ab.yaml"
+    short = suite.cell_config(suite.Cell("RememberAB", "lstm", 1, 10), opts, yamls)
+    assert short.agent.chrono_init == 102  # the config's own value covers 12 steps
+    long = suite.cell_config(suite.Cell("RememberAB", "lstm", 1, 1000), opts, yamls)
+    assert long.agent.chrono_init == 1002
+    assert long.ppo.bptt_len == long.ppo.num_steps == 1002 and long.env.num_envs == 64
+    tmaze = suite.cell_config(suite.Cell("TMaze", "gru", 1, 1000), opts, yamls)
+    assert tmaze.agent.chrono_init >= 1002
+    tmaze = suite.cell_config(suite.Cell("TMaze", "lstm", 1, 10), opts, yamls)
+    assert tmaze.agent.chrono_init == 128
+    chain = suite.cell_config(suite.Cell("MemoryChain", "lstm", 1, 100), opts, yamls)
+    assert chain.agent.chrono_init == 101 and chain.ppo.bptt_len == 101
+
+    # a config without chrono init keeps it off at every length
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "chain.yaml").write_text("env: {id: MemoryChain}\nagent: {forget_bias: 2.0}\n")
+    yamls = suite.task_configs(configs)
+    plain = suite.cell_config(suite.Cell("MemoryChain", "lstm", 1, 100), opts, yamls)
+    assert plain.agent.chrono_init == 0 and plain.agent.forget_bias == 2.0
+    # --set overrides come last and win over the sweep's raise
+    opts.task_overrides = {"TMaze": ["agent.chrono_init=300"]}
+    yamls = suite.task_configs(suite.DEFAULT_CONFIGS)
+    tmaze = suite.cell_config(suite.Cell("TMaze", "lstm", 1, 1000), opts, yamls)
+    assert tmaze.agent.chrono_init == 300
 
 
 def test_longest_length_learned_per_seed() -> None:
