@@ -350,6 +350,8 @@ class Trainer:
             except ValueError:  # not the main thread: no signal handling
                 pass
         wall_start = time.perf_counter() - self.elapsed
+        # this process's iteration seconds by phase (other: advantages, episode bookkeeping)
+        split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
         try:
             while self.iteration < num_iterations:
                 it_start = time.perf_counter()
@@ -370,6 +372,10 @@ class Trainer:
                 self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
+                split["act"] += act_time
+                split["env"] += env_time
+                split["update"] += update_time
+                split["other"] += now - it_start - act_time - env_time - update_time
                 for key in (*LOSS_KEYS, "explained_variance"):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
@@ -424,6 +430,7 @@ class Trainer:
             if math.isfinite(self.best_mean_return)
             else None,
             "episodes_in_mean": len(self.recent_returns),
+            "time_split_seconds": {key: round(value, 3) for key, value in split.items()},
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

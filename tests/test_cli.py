@@ -48,6 +48,9 @@ def test_train_writes_run_dir_tags_checkpoint_and_summary(tmp_path: Path, capsys
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 512 and summary["iterations"] == 4
     assert set(summary) >= {"wall_time", "sps", "mean_return_last_100", "best_running_mean_return"}
+    split = summary["time_split_seconds"]
+    assert set(split) == {"act", "env", "update", "other"} and min(split.values()) >= 0
+    assert 0 < sum(split.values()) <= summary["wall_time"] + 1e-3
     tags = _scalars(run)
     for tag in (
         "charts/episodic_return",
