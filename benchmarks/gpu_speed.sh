@@ -16,7 +16,8 @@ for B in 16384 65536; do
   python -m rlstm train configs/memory/repeat_previous_easy.yaml env.num_envs=$B \
     ppo.num_steps=32 ppo.bptt_len=16 ppo.num_minibatches=4 ppo.update_epochs=4 \
     ppo.total_timesteps=1000000000 run.device=cuda run.time_limit=20 run.progress=false \
-    run.out_dir=/tmp/runs run.run_name=e2e_$B 2>/dev/null | grep -E '"(steps|sps|wall_time)"' | tee -a "$log"
+    run.out_dir=/tmp/runs run.run_name=e2e_$B > /dev/null 2>&1
+  cat /tmp/runs/e2e_$B/summary.json | tee -a "$log"  # steps/s and seconds by phase
 done
 echo "== atari: configs/atari/pong.yaml as is (2 groups, CUDA graph, bf16 CNN), vs sb3" | tee -a "$log"
 python -m rlstm bench atari --num-envs 64 --seconds 30 --device cuda --compare sb3 \
