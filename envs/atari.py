@@ -459,7 +459,8 @@ class AtariGroups(VecEnv):
     group gets all the cores: mostly one group emulates while the policy acts for another).
     The trainer steps the groups in turn with ``send`` / ``recv`` (``Trainer.collect``);
     :meth:`step` steps all of them at once and concatenates, for any other consumer. Group
-    ``g`` of a run with seed ``s`` is seeded ``s * G + g``, so groups never share games.
+    ``g`` of a run with seed ``s`` is seeded ``s * G + g``, so groups never share games (and a
+    run with G groups plays other games than the same seed with one group).
     """
 
     def __init__(
@@ -476,10 +477,13 @@ class AtariGroups(VecEnv):
         self.num_groups = num_groups
         self.seed = seed
         size = num_envs // num_groups
-        self.groups = [
-            AtariEnv(env_id, size, device, seed * num_groups + g, **kwargs)
-            for g in range(num_groups)
-        ]
+        self.groups: list[AtariEnv] = []
+        try:
+            for g in range(num_groups):
+                self.groups.append(AtariEnv(env_id, size, device, seed * num_groups + g, **kwargs))
+        except BaseException:  # do not leak the emulator threads of the groups already built
+            self.close()
+            raise
         first = self.groups[0]
         self.env_id, self.num_envs, self.device = env_id, num_envs, first.device
         self.obs_shape, self.obs_dtype = first.obs_shape, first.obs_dtype

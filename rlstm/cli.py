@@ -7,6 +7,7 @@ Errors a user can fix (bad config, missing env id, unreadable checkpoint) print 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,10 +59,15 @@ def backend_of(cfg: Config) -> str:
 
 
 def make_env(
-    cfg: Config, device: torch.device, num_envs: int | None = None, seed: int | None = None
+    cfg: Config,
+    device: torch.device,
+    num_envs: int | None = None,
+    seed: int | None = None,
+    groups: bool = True,
 ):  # noqa: ANN201 - returns the backend's VecEnv
-    """Build the batched env ``cfg.env`` describes, on ``device``."""
-    e = cfg.env
+    """Build the batched env ``cfg.env`` describes, on ``device``. ``groups=False`` builds an
+    Atari env as one batch whatever ``env.num_groups`` (evaluation has nothing to overlap)."""
+    e = cfg.env if groups else dataclasses.replace(cfg.env, num_groups=1)
     n = num_envs or e.num_envs
     backend = backend_of(cfg)
     seed = cfg.run.seed if seed is None else seed
@@ -189,7 +195,10 @@ def _train(args: argparse.Namespace) -> int:
     world, main_rank = distributed.world_size(), distributed.rank() == 0
     try:  # env.num_envs is the total over ranks: each rank steps its share
         num_envs = distributed.local_num_envs(
-            cfg.env.num_envs, cfg.ppo.num_chunks_per_env, cfg.ppo.num_minibatches
+            cfg.env.num_envs,
+            cfg.ppo.num_chunks_per_env,
+            cfg.ppo.num_minibatches,
+            cfg.env.num_groups if backend_of(cfg) == "atari" else 1,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -246,7 +255,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg.run.device = args.device or "auto"
     device = setup_torch(cfg)
     num_envs = args.num_envs or min(cfg.env.num_envs, args.episodes)
-    env = make_env(cfg, device, num_envs=num_envs, seed=args.seed)
+    env = make_env(cfg, device, num_envs=num_envs, seed=args.seed, groups=False)
     if args.video:  # films env 0's episodes (image observations only)
         from rlstm.inspection import VideoRecorder
 
@@ -414,7 +423,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cfg = config_from_dict(data["config"])
     cfg.run.device = args.device or "auto"
     device = setup_torch(cfg)
-    env = make_env(cfg, device, num_envs=args.episodes, seed=args.seed)  # one env per episode
+    # one env per episode
+    env = make_env(cfg, device, num_envs=args.episodes, seed=args.seed, groups=False)
     agent = make_agent(cfg, env).to(device)
     check_compatible(data, cfg, env, agent)
     agent.load_state_dict(data["agent"])

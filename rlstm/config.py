@@ -9,6 +9,7 @@ Everything is validated before anything runs; errors name the key and the value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ class AgentConfig:
         "(Tallec & Ollivier 2018); 0 = off; core=none ignores it",
         default=0,
     )
-    bf16: bool = doc("CUDA: run the CNN encoder under bfloat16 autocast", default=False)
+    bf16: bool = doc(
+        "CUDA: run the encoder (the CNN, for frames) under bfloat16 autocast", default=False
+    )
 
 
 @dataclass
@@ -409,6 +412,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"env.num_groups={e.num_groups} does not divide env.num_envs={e.num_envs}"
         )
+    if not math.isfinite(a.forget_bias):
+        raise ConfigError(f"agent.forget_bias={a.forget_bias} must be a finite number")
     if a.chrono_init == 1:
         raise ConfigError("agent.chrono_init=1: must be 0 (off) or >= 2 (memories of T steps)")
     if a.chrono_init and a.forget_bias:

@@ -172,7 +172,7 @@ class RecurrentCore(nn.Module):
 
         # Segments: a new one begins at t=0 of every column and at every inner start. The
         # layout is computed on the device; its three sizes reach the host in one transfer,
-        # the only host sync of this path.
+        # the only host sync of the training path (need_state=False).
         begins = starts.clone()
         begins[0] = True
         flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: position m*L + t

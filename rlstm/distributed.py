@@ -235,7 +235,9 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
-def local_num_envs(num_envs: int, num_chunks_per_env: int, num_minibatches: int) -> int:
+def local_num_envs(
+    num_envs: int, num_chunks_per_env: int, num_minibatches: int, num_groups: int = 1
+) -> int:
     """This rank's envs: ``env.num_envs`` is the total over all ranks, split evenly.
 
     Each rank's minibatch holds ``num_envs / world * num_chunks_per_env / num_minibatches``
@@ -254,5 +256,10 @@ def local_num_envs(num_envs: int, num_chunks_per_env: int, num_minibatches: int)
             f"ppo.num_minibatches={num_minibatches} does not divide each rank's {chunks} "
             f"chunks (env.num_envs={num_envs} / world size {world} x ppo.num_steps / "
             "ppo.bptt_len)"
+        )
+    if local % num_groups:
+        raise ValueError(
+            f"env.num_groups={num_groups} does not divide each rank's {local} envs "
+            f"(env.num_envs={num_envs} / world size {world})"
         )
     return local

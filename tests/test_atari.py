@@ -415,3 +415,19 @@ def test_overlapped_collect_equals_groups_stepped_in_turn(tmp_path: Path) -> Non
     finally:
         for part in parts:
             part.close()
+
+
+def test_eval_builds_one_batch_whatever_the_groups() -> None:
+    """Groups shape only how training overlaps: eval / inspect may ask for any env count."""
+    from rlstm.cli import make_env
+    from rlstm.config import build_config
+
+    cfg = build_config(CONFIGS[0].parent / "pong.yaml")
+    assert cfg.env.num_groups == 2
+    env = make_env(cfg, torch.device("cpu"), num_envs=3, groups=False)
+    try:
+        assert isinstance(env, AtariEnv) and env.num_envs == 3
+    finally:
+        env.close()
+    with pytest.raises(Exception, match="num_groups=2 must be >= 1 and divide num_envs=3"):
+        make_env(cfg, torch.device("cpu"), num_envs=3)

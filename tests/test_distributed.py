@@ -168,7 +168,7 @@ def _worker_update(out: str) -> None:
     values = torch.arange(100.0 * r, 100.0 * r + 3 + 4 * r) ** 1.5
     mean, var = distributed.mean_var(values)
     errors = []
-    for args in ((5, 2, 1), (8, 2, 3)):
+    for args in ((5, 2, 1), (8, 2, 3), (6, 1, 1, 2)):
         try:
             distributed.local_num_envs(*args)
         except ValueError as exc:
@@ -212,6 +212,7 @@ def test_two_rank_update_equals_one_process_on_the_union(tmp_path: Path) -> None
         assert ranks[r]["local_envs"] == 4
         assert "env.num_envs=5 is the total over all ranks" in ranks[r]["errors"][0]
         assert "ppo.num_minibatches=3 does not divide each rank's 8 chunks" in ranks[r]["errors"][1]
+        assert "env.num_groups=2 does not divide each rank's 3 envs" in ranks[r]["errors"][2]
 
 
 # -- 2. training: identical weights on every rank, global episodes, exact resume ----------
