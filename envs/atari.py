@@ -475,7 +475,6 @@ class AtariGroups(VecEnv):
         if not isinstance(num_groups, int) or num_groups < 1 or num_envs % num_groups:
             raise ValueError(f"num_groups={num_groups!r} must be >= 1 and divide {num_envs=}")
         self.num_groups = num_groups
-        self.seed = seed
         size = num_envs // num_groups
         self.groups: list[AtariEnv] = []
         try:

@@ -26,7 +26,6 @@ emulator threads, where the config leaves them at 0, to ``cores - torch_threads`
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import json
@@ -182,10 +181,10 @@ def bench_config(
 def raw_env_sps(cfg: Config, device: torch.device, seconds: float) -> float:
     """Agent steps/s of :class:`AtariEnv` with random actions, built as training builds it but
     as one synchronous batch (``env.num_groups`` only shapes how training overlaps)."""
-    from envs.atari import AtariEnv, measure_steps_per_second
+    from envs.atari import measure_steps_per_second
+    from rlstm.cli import make_env
 
-    env_cfg = dataclasses.replace(cfg.env, num_groups=1)
-    env = AtariEnv.from_config(env_cfg, cfg.env.num_envs, device, cfg.run.seed)
+    env = make_env(cfg, device, groups=False)
     return measure_steps_per_second(env, seconds, seed=cfg.run.seed)
 
 

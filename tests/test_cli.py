@@ -7,22 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlstm import checkpoint
 from rlstm.cli import main
 
-SMALL = [
-    "env.id=RepeatPreviousEasy",
-    "env.num_envs=8",
-    "ppo.num_steps=16",
-    "ppo.bptt_len=8",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=2",
-    "agent.hidden_size=16",
-    "agent.encoder_hidden=16",
-    "run.progress=false",
-]
+SMALL = TINY_RUN
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlstm import checkpoint, distributed
@@ -30,19 +31,8 @@ from rlstm.ppo import update
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORLD = 2
-SMALL = [
-    "env.id=RepeatPreviousEasy",
-    "env.num_envs=8",  # the total: 4 envs on each of the 2 ranks
-    "ppo.num_steps=16",
-    "ppo.bptt_len=8",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=2",
-    "agent.hidden_size=16",
-    "agent.encoder_hidden=16",
-    "run.progress=false",
-    "run.torch_threads=1",
-    "run.device=cpu",
-]
+# env.num_envs=8 is the total: 4 envs on each of the 2 ranks
+SMALL = [*TINY_RUN, "run.torch_threads=1", "run.device=cpu"]
 
 
 def _free_port() -> int:

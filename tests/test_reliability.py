@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -26,19 +27,7 @@ from rlstm.config import ConfigError, build_config
 from rlstm.trainer import make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "env.id=RepeatPreviousEasy",
-    "env.num_envs=8",
-    "ppo.num_steps=16",
-    "ppo.bptt_len=8",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=2",
-    "ppo.total_timesteps=768",
-    "agent.hidden_size=16",
-    "agent.encoder_hidden=16",
-    "run.progress=false",
-    "run.torch_threads=1",
-]
+SMALL = [*TINY_RUN, "ppo.total_timesteps=768", "run.torch_threads=1"]
 
 
 def _returns(run: Path) -> list[tuple[int, float]]:
