@@ -171,6 +171,11 @@ class RunConfig:
         "CUDA: capture the acting policy step as a CUDA graph (replayed every env step)",
         default=True,
     )
+    log_episodes: int = doc(
+        "most finished episodes per iteration written to charts/episodic_* (an even "
+        "subsample of them above this; 0 = every one); the running mean uses every episode",
+        default=256,
+    )
     lstm_log_every: int = doc(
         "log lstm/* diagnostics (gate histograms, saturation, mean forget gate, state norms) "
         "every N iterations (0 = off)",

@@ -44,12 +44,11 @@ class Logger:
         self.pending[key] = float(value)
 
     def episode(self, step: int, episodic_return: float, length: int) -> None:
-        """A finished episode: logged at once under charts/ (CleanRL's tags)."""
+        """A finished episode, logged at once under charts/ (CleanRL's tags)."""
         if self.writer is None:
             return
         self.writer.add_scalar("charts/episodic_return", episodic_return, step)
         self.writer.add_scalar("charts/episodic_length", length, step)
-        self.recent_returns.append(episodic_return)
 
     @property
     def mean_return(self) -> float:

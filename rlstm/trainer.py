@@ -449,20 +449,38 @@ class Trainer:
     ) -> None:
         """Log finished episodes (one host sync per iteration) and the running mean.
 
-        Under torchrun every rank receives every rank's episodes (one object all-gather), so
-        the charts, the running mean and the checkpoint's returns are global and alike."""
-        t_idx, b_idx = done.nonzero(as_tuple=True)
-        steps = (step0 + (t_idx + 1) * self.env.num_envs * self.world).tolist()
-        episodes = list(zip(steps, returns[t_idx, b_idx].tolist(), lengths[t_idx, b_idx].tolist()))
+        Thousands of envs finish tens of thousands of episodes per iteration, and one
+        TensorBoard scalar costs ~50-100 us: above ``run.log_episodes`` an even subsample of
+        them goes to ``charts/episodic_*``. The running mean of the last 100 returns (and its
+        best, the MMER) always counts every episode.
+
+        Under torchrun every rank receives every rank's charted and last 100 episodes (one
+        object all-gather), so the charts, the running mean and the checkpoint's returns are
+        global and alike."""
+        t_idx, b_idx = done.nonzero(as_tuple=True)  # sorted by step
+        count = t_idx.numel()
+        cap = -(-self.cfg.run.log_episodes // self.world)  # this rank's share
+        charted = torch.arange(count, device=t_idx.device)
+        if cap and count > cap:
+            charted = torch.linspace(0, count - 1, cap, device=t_idx.device).round().long()
+        recent = torch.arange(max(0, count - 100), count, device=t_idx.device)
+
+        def rows(i: Tensor) -> list[tuple[int, float, int]]:
+            t, b = t_idx[i], b_idx[i]
+            steps = (step0 + (t + 1) * self.env.num_envs * self.world).tolist()
+            return list(zip(steps, returns[t, b].tolist(), lengths[t, b].tolist()))
+
+        chart, last = rows(charted), rows(recent)
         if self.world > 1:  # rank order within a step: the order of one process's env indices
-            gathered = distributed.all_gather_object(episodes)
-            episodes = sorted((e for part in gathered for e in part), key=lambda e: e[0])
-        if not episodes:
-            return
-        for step, ret, length in episodes:
+            gathered = distributed.all_gather_object((chart, last))
+            chart = sorted((e for part in gathered for e in part[0]), key=lambda e: e[0])
+            last = sorted((e for part in gathered for e in part[1]), key=lambda e: e[0])
+        for step, ret, length in chart:
             logger.episode(step, ret, length)
-            self.recent_returns.append(ret)
-        self.recent_returns = self.recent_returns[-100:]
+        if not last:
+            return
+        self.recent_returns = (self.recent_returns + [ret for _, ret, _ in last])[-100:]
+        logger.recent_returns.extend(ret for _, ret, _ in last)
         if len(self.recent_returns) >= 10:  # a running mean over too few episodes is noise
             self.best_mean_return = max(
                 self.best_mean_return, sum(self.recent_returns) / len(self.recent_returns)

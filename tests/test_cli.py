@@ -71,6 +71,42 @@ def test_train_writes_run_dir_tags_checkpoint_and_summary(tmp_path: Path, capsys
     assert data["config"]["env"]["id"] == "RepeatPreviousEasy"
 
 
+def test_episode_charts_are_capped_and_the_running_mean_counts_every_episode(
+    tmp_path: Path,
+) -> None:
+    # 64 envs x 64 steps: each iteration ends 64-128 episodes of 51 steps, 3 iterations.
+    args = [*SMALL, "env.num_envs=64", "ppo.num_steps=64", "ppo.total_timesteps=12288"]
+    for name, cap in (("all", 0), ("capped", 5)):
+        code = main(
+            [
+                "train",
+                *args,
+                f"run.out_dir={tmp_path}",
+                f"run.run_name={name}",
+                f"run.log_episodes={cap}",
+            ]
+        )
+        assert code == 0
+    every = _scalars(tmp_path / "all")["charts/episodic_return"]
+    charted = _scalars(tmp_path / "capped")["charts/episodic_return"]
+    assert len(every) > 100  # same seed, same training: the full run is the reference
+    per_iteration = [
+        sum(1 for s, _ in charted if (i - 1) * 4096 < s <= i * 4096) for i in (1, 2, 3)
+    ]
+    assert per_iteration == [5, 5, 5]
+    assert set(charted) <= set(every)
+    assert charted[0] == every[0] and charted[-1] == every[-1]  # the subsample spans it
+    last_100 = sum(v for _, v in every[-100:]) / 100
+    for name in ("all", "capped"):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["mean_return_last_100"] == pytest.approx(last_100, abs=1e-6)
+    best = [
+        json.loads((tmp_path / n / "summary.json").read_text())["best_running_mean_return"]
+        for n in ("all", "capped")
+    ]
+    assert best[0] == best[1]
+
+
 def test_resume_continues_and_eval_reports(tmp_path: Path, capsys) -> None:
     args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.checkpoint_every=1"]
     assert main([*args, "ppo.total_timesteps=256", "run.run_name=r"]) == 0
