@@ -63,12 +63,18 @@ class RecurrentAgent(nn.Module):
         return logits, value, state
 
     def sequence(
-        self, obs: Tensor, state: Tensor, starts: Tensor, need_state: bool = True
+        self,
+        obs: Tensor,
+        state: Tensor,
+        starts: Tensor,
+        need_state: bool = True,
+        sizes: tuple[int, int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """``obs (L, M, *obs_shape)`` -> ``(logits (L, M, A), values (L, M), final_state)``;
-        ``need_state=False`` skips the final state (``None``) for the faster path."""
+        ``need_state=False`` skips the final state (``None``) for the faster path; ``sizes``
+        (:func:`rlstm.core.segment_sizes`) spares the core its host sync."""
         L, M = starts.shape
         features = self.encode(obs.reshape(L * M, *self.obs_shape)).view(L, M, -1)
-        out, state = self.core.sequence(features, state, starts, need_state)
+        out, state = self.core.sequence(features, state, starts, need_state, sizes=sizes)
         logits, value = self.heads(out)
         return logits, value, state

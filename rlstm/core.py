@@ -12,7 +12,9 @@ from time 0 of its own column, and all segments run as one packed-sequence call:
 that begin at an episode start get a zero state, the first segment of each column gets the
 column's stored state. Outputs are scattered back to ``(L, M, H)``. This equals the
 step-by-step reference (``sequence_reference``) up to float rounding, values and gradients
-(tests/test_core.py), at the cost of one host sync per call to size the packed batch.
+(tests/test_core.py). Sizing the padded batch takes one host sync per call, unless the caller
+passes the sizes: the PPO update gets every minibatch's sizes from :func:`segment_sizes` in
+one sync per epoch, so its minibatches run without any.
 """
 
 from __future__ import annotations
@@ -27,6 +29,24 @@ KINDS = ("lstm", "gru", "none")
 # On CPU the step loop beats one wide segment call once M * H reaches this (measured at
 # M * H = 512: segments 3.5x faster; at 16384 and above: the loop 1.3-1.9x faster).
 CPU_LOOP_MIN_WORK = 4096
+
+
+def segment_sizes(starts: Tensor, groups: Tensor) -> list[tuple[int, int]]:
+    """``(segments, longest segment)`` of each group of chunks, in one host sync.
+
+    ``starts (L, N)`` marks the episode starts of ``N`` chunks; ``groups (G, M)`` holds the
+    chunk indices of G minibatches. A chunk has one segment plus one per start after t=0;
+    the pair is what :meth:`RecurrentCore.sequence` needs to size its padded batch.
+    """
+    L = starts.shape[0]
+    time = torch.arange(L, device=starts.device)[:, None]
+    begins = starts.clone()
+    begins[0] = True
+    first = torch.where(begins, time, 0).cummax(0).values  # (L, N) start of each step's segment
+    longest = (time - first).amax(0) + 1  # (N,)
+    segments = begins.sum(0)  # (N,)
+    per_group = torch.stack([segments[groups].sum(1), longest[groups].amax(1)], dim=1)
+    return [(int(n), int(m)) for n, m in per_group.tolist()]
 
 
 class RecurrentCore(nn.Module):
@@ -141,6 +161,7 @@ class RecurrentCore(nn.Module):
         starts: Tensor,
         need_state: bool = True,
         method: str = "auto",
+        sizes: tuple[int, int] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Run ``x (L, M, in)`` from ``state (S*l, M, H)`` with resets at ``starts (L, M)``.
 
@@ -155,6 +176,9 @@ class RecurrentCore(nn.Module):
         on CPU segments for small batches, where the loop's per-step overhead dominates
         (3.5x faster for the default config), and the loop for large ones, where compute
         grows with the segment count (1.9x faster at 128 x 128; benchmarks/RESULTS.md).
+
+        ``sizes``: ``(segments, longest segment)`` of these chunks, from :func:`segment_sizes`;
+        given, the segments path does not sync with the host to size its batch.
         """
         L, M = starts.shape
         if self.rnn is None:
@@ -171,8 +195,8 @@ class RecurrentCore(nn.Module):
             return self.sequence_reference(x, state, starts)
 
         # Segments: a new one begins at t=0 of every column and at every inner start. The
-        # layout is computed on the device; its three sizes reach the host in one transfer,
-        # the only host sync of the training path (need_state=False).
+        # layout is computed on the device; unless the caller knows its two sizes, they reach
+        # the host in one transfer, the only host sync of the training path.
         begins = starts.clone()
         begins[0] = True
         flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: position m*L + t
@@ -180,9 +204,13 @@ class RecurrentCore(nn.Module):
         seg_id = flat_begins.cumsum(0) - 1  # segment of every position
         first = torch.where(flat_begins, position, 0).cummax(0).values  # its segment's start
         offset = position - first  # time of every position inside its segment
-        sizes = torch.stack([seg_id[-1] + 1, offset.max() + 1, starts[1:].sum()])
-        num_segments, longest, inner_starts = (int(v) for v in sizes.tolist())
-        if inner_starts == 0:  # no reset inside the chunk: one plain call
+        if sizes is None:
+            num_segments, longest = (
+                int(v) for v in torch.stack([seg_id[-1] + 1, offset.max() + 1]).tolist()
+            )
+        else:
+            num_segments, longest = sizes
+        if num_segments == M:  # no reset inside the chunks: one plain call
             return self._run(x, state)
         seg_first = torch.full((num_segments,), M * L, device=x.device, dtype=torch.long)
         seg_first.scatter_reduce_(0, seg_id, position, "amin")  # (S,) start position

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from rlstm import distributed
 from rlstm.buffer import Chunks, RolloutBuffer
 from rlstm.config import PPOConfig
+from rlstm.core import segment_sizes
 
 
 class Policy(Protocol):
@@ -31,10 +32,16 @@ class Policy(Protocol):
         ...
 
     def sequence(
-        self, obs: Tensor, state: Tensor, starts: Tensor, need_state: bool = True
+        self,
+        obs: Tensor,
+        state: Tensor,
+        starts: Tensor,
+        need_state: bool = True,
+        sizes: tuple[int, int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """``obs (L, M, ...)`` -> ``(logits (L, M, A), values (L, M), final_state)``;
-        the final state may be ``None`` when ``need_state`` is false."""
+        the final state may be ``None`` when ``need_state`` is false; ``sizes`` are the
+        chunks' :func:`rlstm.core.segment_sizes`."""
         ...
 
 
@@ -89,10 +96,16 @@ def burn_in_states(agent: Policy, buffer: RolloutBuffer, bptt_len: int, burn_in:
 
 
 def minibatch_loss(
-    agent: Policy, mb: Chunks, cfg: PPOConfig, adv: Tensor
+    agent: Policy,
+    mb: Chunks,
+    cfg: PPOConfig,
+    adv: Tensor,
+    sizes: tuple[int, int] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped-surrogate PPO loss of one minibatch of chunks ``(L, M)``."""
-    logits, newvalue, _ = agent.sequence(mb.obs, mb.states, mb.starts, need_state=False)
+    logits, newvalue, _ = agent.sequence(
+        mb.obs, mb.states, mb.starts, need_state=False, sizes=sizes
+    )
     # Written out rather than through torch.distributions.Categorical, whose argument and
     # sample validation costs two host syncs per minibatch on CUDA.
     log_probs = logits.log_softmax(-1)
@@ -134,6 +147,45 @@ def minibatch_loss(
     return loss, stats
 
 
+def minibatch_step(
+    agent: Policy,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    mb: Chunks,
+    cfg: PPOConfig,
+    sizes: tuple[int, int] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss, backward, clipping and the optimizer step of one minibatch.
+
+    A NaN/Inf loss or gradient never reaches the weights: the step is skipped. Fused Adam
+    (CUDA) skips it on the device, as under GradScaler (``found_inf`` leaves weights, moments
+    and step count as they were), so with ``sizes`` given nothing here waits for the host;
+    any other optimizer learns the verdict through one host sync. Returns ``(applied, stats)``
+    with ``applied`` a bool tensor and ``stats`` the :data:`LOSS_KEYS` as tensors.
+    """
+    loss, stats = minibatch_loss(agent, mb, cfg, mb.advantages, sizes)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if distributed.is_distributed():
+        # One all-reduce averages the gradients, the loss and the statistics, so every rank
+        # clips, skips and stops early on the same numbers and weights stay equal.
+        local = torch.stack([loss.detach(), *(stats[k] for k in MINIBATCH_KEYS)])
+        shared = distributed.all_reduce_grads(params, local)
+        assert shared is not None, "all_reduce_grads returns the extra tensor"
+        loss = shared[0]
+        stats = dict(zip(MINIBATCH_KEYS, shared[1:]))
+    grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+    if optimizer.defaults.get("fused"):
+        setattr(optimizer, "found_inf", (~ok).float())  # noqa: B010 - GradScaler's hook
+        optimizer.step()
+        delattr(optimizer, "found_inf")
+    elif bool(ok):
+        optimizer.step()
+    stats["grad_norm"] = grad_norm.detach()
+    return ok, stats
+
+
 def update(
     agent: Policy,
     params: list[nn.Parameter],
@@ -152,8 +204,8 @@ def update(
     per_mb = num_chunks // cfg.num_minibatches
     device = chunks.starts.device
     totals = {key: torch.zeros((), device=device) for key in LOSS_KEYS}
-    steps = 0
-    skipped = 0
+    applied = torch.zeros((), device=device)
+    tried = 0
     epochs_run = 0
     for _ in range(cfg.update_epochs):
         if cfg.state_refresh == "epoch":
@@ -163,50 +215,23 @@ def update(
         else:
             start_states = chunks.states
         order = torch.randperm(num_chunks, generator=generator).to(device)
+        groups = order.view(cfg.num_minibatches, per_mb)
+        sizes = segment_sizes(chunks.starts, groups)  # the epoch's one host sync
         epoch_kl = torch.zeros((), device=device)
-        for i in range(cfg.num_minibatches):
-            idx = order[i * per_mb : (i + 1) * per_mb]
-            mb = Chunks(
-                obs=chunks.obs[:, idx],
-                actions=chunks.actions[:, idx],
-                logprobs=chunks.logprobs[:, idx],
-                values=chunks.values[:, idx],
-                advantages=chunks.advantages[:, idx],
-                returns=chunks.returns[:, idx],
-                starts=chunks.starts[:, idx],
-                states=start_states[:, idx],
-            )
-            loss, stats = minibatch_loss(agent, mb, cfg, mb.advantages)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if distributed.is_distributed():
-                # One all-reduce averages the gradients, the loss and the statistics, so every
-                # rank clips, skips and stops early on the same numbers and weights stay equal.
-                local = torch.stack([loss.detach(), *(stats[k] for k in MINIBATCH_KEYS)])
-                shared = distributed.all_reduce_grads(params, local)
-                assert shared is not None, "all_reduce_grads returns the extra tensor"
-                loss = shared[0]
-                stats = dict(zip(MINIBATCH_KEYS, shared[1:]))
-            grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            # A NaN/Inf loss or gradient never reaches the weights: skip this step.
-            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-                optimizer.zero_grad(set_to_none=True)
-                skipped += 1
-                continue
-            optimizer.step()
-            stats["grad_norm"] = grad_norm.detach()
+        for i, idx in enumerate(groups):
+            mb = Chunks(*(field[:, idx] for field in chunks._replace(states=start_states)))
+            ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
             for key in LOSS_KEYS:
-                totals[key] += stats[key]
-            epoch_kl += stats["approx_kl"]
-            steps += 1
+                totals[key] += torch.where(ok, stats[key], 0.0)
+            epoch_kl += torch.where(ok, stats["approx_kl"], 0.0)
+            applied += ok
+            tried += 1
         epochs_run += 1
-        if (
-            cfg.target_kl is not None
-            and steps
-            and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl
-        ):
+        if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
             break
 
+    steps = int(applied)
+    skipped = tried - steps
     result = {key: float(value) / max(steps, 1) for key, value in totals.items()}
     y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
     if distributed.is_distributed():  # over every rank's rollout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlstm.core import RecurrentCore
+from rlstm.core import RecurrentCore, segment_sizes
 
 
 def _inputs(core: RecurrentCore, L: int, M: int, p_start: float, seed: int):
@@ -34,6 +34,44 @@ def test_sequence_equals_step_loop_values_and_grads(kind: str, layers: int, p_st
     wrt = [x, state, *core.parameters()]
     grads = torch.autograd.grad((out * w_out).sum() + (final * w_final).sum(), wrt)
     ref_grads = torch.autograd.grad((ref_out * w_out).sum() + (ref_final * w_final).sum(), wrt)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
+
+
+def test_segment_sizes_count_each_group_of_chunks() -> None:
+    g = torch.Generator().manual_seed(3)
+    L, N = 13, 24
+    starts = torch.rand(L, N, generator=g) < 0.2
+    starts[:, 0] = False  # a chunk without resets: one segment of L
+    starts[:, 1] = True  # a reset at every step: L segments of 1
+    groups = torch.randperm(N, generator=g).view(4, 6)
+    expected = []
+    for group in groups.tolist():
+        segments, longest = 0, 0
+        for j in group:
+            begins = [0] + [t for t in range(1, L) if starts[t, j]]
+            lengths = [b - a for a, b in zip(begins, begins[1:] + [L])]
+            segments += len(lengths)
+            longest = max(longest, *lengths)
+        expected.append((segments, longest))
+    assert segment_sizes(starts, groups) == expected
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("p_start", [0.0, 0.05, 0.3, 1.0])
+def test_training_path_with_given_sizes_equals_step_loop(kind: str, p_start: float) -> None:
+    """The update's path: sizes from ``segment_sizes`` instead of a sync inside the call."""
+    torch.manual_seed(2)
+    core = RecurrentCore(kind, 6, 5, 2).double()
+    x, state, starts = _inputs(core, L=13, M=9, p_start=p_start, seed=20)
+    (sizes,) = segment_sizes(starts, torch.arange(9)[None])
+    out, _ = core.sequence(x, state, starts, need_state=False, method="segments", sizes=sizes)
+    ref_out, _ = core.sequence_reference(x, state, starts)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(out)
+    wrt = [x, state, *core.parameters()]
+    grads = torch.autograd.grad((out * w).sum(), wrt)
+    ref_grads = torch.autograd.grad((ref_out * w).sum(), wrt)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, random_rollout
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlstm import checkpoint, distributed
 from rlstm.buffer import RolloutBuffer
-from rlstm.config import AgentConfig, PPOConfig, build_config
+from rlstm.config import PPOConfig, build_config
 from rlstm.ppo import update
 
 HERE = Path(__file__).resolve().parent
@@ -99,37 +99,6 @@ UPDATE_CFG = dict(
 )
 
 
-def _rollout(num_envs: int) -> tuple[torch.nn.Module, RolloutBuffer]:
-    """A fixed agent and a rollout it collected on random observations, with random
-    advantages (mean 0.5, std 2, so the normalisation matters)."""
-    from agents import RecurrentAgent
-
-    T, obs_dim, num_actions = UPDATE_CFG["num_steps"], 5, 3
-    torch.manual_seed(0)
-    agent = RecurrentAgent(
-        (obs_dim,), torch.float32, num_actions, AgentConfig(hidden_size=16, encoder_hidden=16)
-    )
-    g = torch.Generator().manual_seed(1)
-    state_shape = (agent.core.state_slots, 16)
-    buf = RolloutBuffer(T, num_envs, (obs_dim,), torch.float32, state_shape, torch.device("cpu"))
-    state = agent.initial_state(num_envs)
-    starts = torch.ones(num_envs, dtype=torch.bool)
-    with torch.no_grad():
-        for t in range(T):
-            obs = torch.randn(num_envs, obs_dim, generator=g)
-            buf.obs[t], buf.starts[t], buf.states[t] = obs, starts, state
-            logits, value, state = agent.step(obs, state, starts)
-            action = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(1)
-            buf.actions[t] = action
-            buf.logprobs[t] = logits.log_softmax(-1).gather(1, action[:, None]).squeeze(1)
-            buf.values[t] = value
-            starts = torch.rand(num_envs, generator=g) < 0.1
-        buf.next_state.copy_(state)
-    buf.advantages = torch.randn(T, num_envs, generator=g) * 2 + 0.5
-    buf.returns = buf.advantages + buf.values
-    return agent, buf
-
-
 def _envs(buf: RolloutBuffer, lo: int, hi: int) -> RolloutBuffer:
     """Envs ``lo:hi`` of ``buf`` as a buffer of their own (one rank's share)."""
     part = RolloutBuffer.__new__(RolloutBuffer)
@@ -152,7 +121,7 @@ def _worker_update(out: str) -> None:
     torch.set_num_threads(1)
     distributed.init()
     r, half = distributed.rank(), 2
-    agent, union = _rollout(WORLD * half)
+    agent, union = random_rollout(WORLD * half)
     stats = _update(agent, _envs(union, r * half, (r + 1) * half))
     # Chan's combine with unequal counts: rank r holds 3 + 4r values
     values = torch.arange(100.0 * r, 100.0 * r + 3 + 4 * r) ** 1.5
@@ -179,7 +148,7 @@ def _worker_update(out: str) -> None:
 def test_two_rank_update_equals_one_process_on_the_union(tmp_path: Path) -> None:
     _launch("_worker_update", tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    agent, union = _rollout(4)
+    agent, union = random_rollout(4)
     initial = agent.actor.weight.clone()
     expected = _update(agent, union)
     for key, value in agent.state_dict().items():
@@ -190,7 +159,7 @@ def test_two_rank_update_equals_one_process_on_the_union(tmp_path: Path) -> None
         assert ranks[0]["stats"][key] == ranks[1]["stats"][key], key
         assert ranks[0]["stats"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     # control: the update on rank 0's half alone is not what the ranks computed
-    alone, whole = _rollout(4)
+    alone, whole = random_rollout(4)
     _update(alone, _envs(whole, 0, 2))
     assert not torch.allclose(alone.actor.weight, ranks[0]["agent"]["actor.weight"], atol=1e-6)
 

@@ -10,7 +10,9 @@ import torch
 
 import envs.memory as memory
 from rlstm.cli import main
-from rlstm.core import RecurrentCore
+from rlstm.config import PPOConfig
+from rlstm.core import RecurrentCore, segment_sizes
+from rlstm.ppo import minibatch_step
 
 pytestmark = [
     pytest.mark.gpu,
@@ -47,6 +49,32 @@ def test_memory_step_never_syncs_with_host(name: str) -> None:
             env.step(torch.randint(0, env.num_actions, (256,), device="cuda", generator=g))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_update_minibatch_never_syncs_with_host() -> None:
+    """With sizes from the epoch's one sync and fused Adam, a minibatch (loss, backward,
+    clipping, the skip decision and the step) queues on the GPU without waiting for it."""
+    from conftest import random_rollout
+
+    agent, buf = random_rollout(num_envs=8)
+    agent.cuda()
+    for name, value in vars(buf).items():
+        if isinstance(value, torch.Tensor):
+            setattr(buf, name, value.cuda())
+    chunks = buf.chunks(8)
+    groups = torch.arange(chunks.starts.shape[1], device="cuda").view(2, -1)
+    (sizes, _) = segment_sizes(chunks.starts, groups)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    mb = type(chunks)(*(field[:, groups[0]] for field in chunks))
+    before = [p.detach().clone() for p in params]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ok, _ = minibatch_step(agent, params, optimizer, mb, PPOConfig(), sizes)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert bool(ok) and any(not torch.equal(a, b) for a, b in zip(before, params))
 
 
 def test_train_and_eval_on_cuda(tmp_path: Path) -> None:

@@ -1,0 +1,58 @@
+"""The PPO update: non-finite minibatches are skipped on the host path and, with fused Adam,
+on the device (no host sync per minibatch), with the same result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_rollout
+
+import rlstm.ppo
+from rlstm.config import PPOConfig
+from rlstm.ppo import update
+
+CFG = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=2, learning_rate=1e-2)
+
+
+def _update(fused: bool, poisoned: set[int], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """One update where the minibatches numbered in ``poisoned`` (from 0) get a NaN loss."""
+    agent, buf = random_rollout(num_envs=8)
+    params = [p for p in agent.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=CFG.learning_rate, eps=CFG.adam_eps, fused=fused)
+    real = rlstm.ppo.minibatch_loss
+    calls = []
+
+    def loss_fn(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, stats = real(*args, **kwargs)
+        calls.append(len(calls))
+        return (loss * float("nan"), stats) if calls[-1] in poisoned else (loss, stats)
+
+    monkeypatch.setattr(rlstm.ppo, "minibatch_loss", loss_fn)
+    stats = update(agent, params, optimizer, buf, CFG, torch.Generator().manual_seed(2))
+    return agent, optimizer, stats
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_all_nonfinite_minibatches_leave_weights_and_optimizer_untouched(
+    fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before, _ = random_rollout(num_envs=8)
+    agent, optimizer, stats = _update(fused, set(range(8)), monkeypatch)
+    assert stats["skipped_updates"] == 8 and stats["applied_updates"] == 0
+    for key, value in before.state_dict().items():
+        assert torch.equal(value, agent.state_dict()[key]), key
+    for state in optimizer.state.values():  # fused Adam made its state, then skipped
+        assert float(state["step"]) == 0 and not state["exp_avg"].any()
+
+
+def test_device_skip_equals_host_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    poisoned = {1, 6}
+    host, _, host_stats = _update(False, poisoned, monkeypatch)
+    device, optimizer, device_stats = _update(True, poisoned, monkeypatch)
+    assert host_stats["skipped_updates"] == device_stats["skipped_updates"] == 2
+    assert host_stats["applied_updates"] == device_stats["applied_updates"] == 6
+    assert all(float(s["step"]) == 6 for s in optimizer.state.values())
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm"):
+        assert device_stats[key] == pytest.approx(host_stats[key], rel=1e-4, abs=1e-6), key
+    for key, value in host.state_dict().items():  # fused and foreach Adam round differently
+        torch.testing.assert_close(device.state_dict()[key], value, rtol=1e-4, atol=1e-5)
