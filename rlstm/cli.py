@@ -339,14 +339,14 @@ def bench_core(device_name: str, seconds: float) -> str:
     reset-free cuDNN call on the same shapes, and against the Python step loop."""
     import time
 
-    from rlstm.core import RecurrentCore
+    from rlstm.core import RecurrentCore, segment_sizes
 
     device = resolve_device(device_name)
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
-        "| + final state (packed) ms | step loop ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| with resets, sizes given ms | ratio | + final state (packed) ms | step loop ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, (L, M), H, p in [
         ("lstm", (64, 128), 128, 0.02),
@@ -380,16 +380,23 @@ def bench_core(device_name: str, seconds: float) -> str:
         def outputs_only(x, state, s, core=core):
             return core.sequence(x, state, s, need_state=False, method="segments")
 
+        # the PPO update's path: the sizes come from one sync per epoch, not per call
+        (sizes,) = segment_sizes(starts, torch.arange(M, device=device)[None])
+
+        def outputs_sized(x, state, s, core=core, sizes=sizes):
+            return core.sequence(x, state, s, need_state=False, method="segments", sizes=sizes)
+
         def with_state(x, state, s, core=core):
             return core.sequence(x, state, s, method="segments")
 
         plain = timed(run(outputs_only, s=no_starts))
         fused = timed(run(outputs_only, s=starts))
+        sized = timed(run(outputs_sized, s=starts))
         packed = timed(run(with_state, s=starts))
         loop = timed(run(core.sequence_reference, s=starts))
         rows.append(
             f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
-            f"{fused / plain:.2f} | {packed:.2f} | {loop:.2f} |"
+            f"{fused / plain:.2f} | {sized:.2f} | {sized / plain:.2f} | {packed:.2f} | {loop:.2f} |"
         )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return f"device: {device} ({name})\n" + "\n".join(rows)
