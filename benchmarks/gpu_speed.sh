@@ -17,7 +17,7 @@ for B in 16384 65536; do
     ppo.num_steps=32 ppo.bptt_len=16 ppo.num_minibatches=4 ppo.update_epochs=4 \
     ppo.total_timesteps=1000000000 run.device=cuda run.time_limit=20 run.progress=false \
     run.out_dir=/tmp/runs run.run_name=e2e_$B > /dev/null 2>&1
-  cat /tmp/runs/e2e_$B/summary.json | tee -a "$log"  # steps/s and seconds by phase
+  cat /tmp/runs/e2e_$B/summary.json | tee -a "$log"  # steps/s (also after warm-up), seconds by phase
 done
 echo "== atari: configs/atari/pong.yaml as is (2 groups, CUDA graph, bf16 CNN), vs sb3" | tee -a "$log"
 python -m rlstm bench atari --num-envs 64 --seconds 30 --device cuda --compare sb3 \

@@ -352,6 +352,9 @@ class Trainer:
         wall_start = time.perf_counter() - self.elapsed
         # this process's iteration seconds by phase (other: advantages, episode bookkeeping)
         split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
+        # steps and seconds after this process's first iteration (which also pays for CUDA
+        # graph capture, cuDNN autotuning and allocator warm-up)
+        iterations_here, steady_steps, steady_seconds = 0, 0, 0.0
         try:
             while self.iteration < num_iterations:
                 it_start = time.perf_counter()
@@ -376,6 +379,10 @@ class Trainer:
                 split["env"] += env_time
                 split["update"] += update_time
                 split["other"] += now - it_start - act_time - env_time - update_time
+                iterations_here += 1
+                if iterations_here > 1:
+                    steady_steps += cfg.batch_size
+                    steady_seconds += now - it_start
                 for key in (*LOSS_KEYS, "explained_variance"):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
@@ -425,6 +432,9 @@ class Trainer:
             "iterations": self.iteration,
             "wall_time": self.elapsed,
             "sps": self.global_step / self.elapsed if self.elapsed > 0 else 0.0,
+            "sps_after_first_iteration": steady_steps / steady_seconds
+            if steady_seconds > 0
+            else None,
             "mean_return_last_100": _mean(self.recent_returns),
             "best_running_mean_return": self.best_mean_return
             if math.isfinite(self.best_mean_return)

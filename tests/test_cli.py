@@ -42,6 +42,7 @@ def test_train_writes_run_dir_tags_checkpoint_and_summary(tmp_path: Path, capsys
     split = summary["time_split_seconds"]
     assert set(split) == {"act", "env", "update", "other"} and min(split.values()) >= 0
     assert 0 < sum(split.values()) <= summary["wall_time"] + 1e-3
+    assert summary["sps_after_first_iteration"] > 0  # 3 of the 4 iterations' steps and time
     tags = _scalars(run)
     for tag in (
         "charts/episodic_return",
