@@ -51,7 +51,7 @@ def test_memory_step_never_syncs_with_host(name: str) -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_update_minibatch_never_syncs_with_host() -> None:
+def test_update_minibatch_runs_without_a_host_sync() -> None:
     """With sizes from the epoch's one sync and fused Adam, a minibatch (loss, backward,
     clipping, the skip decision and the step) queues on the GPU without waiting for it."""
     from conftest import random_rollout
