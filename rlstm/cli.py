@@ -345,7 +345,7 @@ def bench_core(device_name: str, seconds: float) -> str:
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
-        "| with resets, sizes given ms | ratio | + final state (packed) ms | step loop ms |",
+        "| with resets, sizes given ms | sized ratio | + final state (packed) ms | step loop ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, (L, M), H, p in [

@@ -388,6 +388,7 @@ def validate(cfg: Config) -> None:
         "run.torch_threads": r.torch_threads,
         "run.time_limit": r.time_limit,
         "run.lstm_log_every": r.lstm_log_every,
+        "run.log_episodes": r.log_episodes,
     }
     for key, value in non_negative.items():
         if value < 0:

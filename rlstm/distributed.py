@@ -164,9 +164,7 @@ def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     x64 = x.detach().reshape(-1).double()
     mean = x64.mean()
     table = torch.zeros(world_size(), 3, dtype=torch.float64, device=x.device)
-    table[rank()] = torch.stack(
-        [x64.new_tensor(float(x64.numel())), mean, (x64 - mean).square().sum()]
-    )
+    table[rank()] = torch.stack([x64.new_full((), x64.numel()), mean, (x64 - mean).square().sum()])
     dist.all_reduce(table)  # rows of other ranks are zero here: the sum is exact
     counts, means, m2 = table.unbind(1)
     total = counts.sum()

@@ -178,8 +178,10 @@ def minibatch_step(
     ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
     if optimizer.defaults.get("fused"):
         setattr(optimizer, "found_inf", (~ok).float())  # noqa: B010 - GradScaler's hook
-        optimizer.step()
-        delattr(optimizer, "found_inf")
+        try:
+            optimizer.step()
+        finally:
+            delattr(optimizer, "found_inf")
     elif bool(ok):
         optimizer.step()
     stats["grad_norm"] = grad_norm.detach()
@@ -216,7 +218,7 @@ def update(
             start_states = chunks.states
         order = torch.randperm(num_chunks, generator=generator).to(device)
         groups = order.view(cfg.num_minibatches, per_mb)
-        sizes = segment_sizes(chunks.starts, groups)  # the epoch's one host sync
+        sizes = segment_sizes(chunks.starts, groups)  # the epoch's sync (with target_kl's)
         epoch_kl = torch.zeros((), device=device)
         for i, idx in enumerate(groups):
             mb = Chunks(*(field[:, idx] for field in chunks._replace(states=start_states)))

@@ -352,12 +352,14 @@ class Trainer:
         wall_start = time.perf_counter() - self.elapsed
         # this process's iteration seconds by phase (other: advantages, episode bookkeeping)
         split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
-        # steps and seconds after this process's first iteration (which also pays for CUDA
-        # graph capture, cuDNN autotuning and allocator warm-up)
-        iterations_here, steady_steps, steady_seconds = 0, 0, 0.0
+        # (steps, clock) once this process's first iteration is over: it also pays for CUDA
+        # graph capture, cuDNN autotuning and allocator warm-up
+        iterations_here, after_first = 0, (0, 0.0)
         try:
             while self.iteration < num_iterations:
                 it_start = time.perf_counter()
+                if iterations_here == 1:
+                    after_first = (self.global_step, it_start)
                 if p.anneal_lr:
                     frac = 1.0 - self.iteration / num_iterations
                     self.optimizer.param_groups[0]["lr"] = frac * p.learning_rate
@@ -380,9 +382,6 @@ class Trainer:
                 split["update"] += update_time
                 split["other"] += now - it_start - act_time - env_time - update_time
                 iterations_here += 1
-                if iterations_here > 1:
-                    steady_steps += cfg.batch_size
-                    steady_seconds += now - it_start
                 for key in (*LOSS_KEYS, "explained_variance"):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
@@ -424,6 +423,7 @@ class Trainer:
                         exit_code=130 if stop_signal == "SIGINT" else 143,
                     )
         finally:
+            loop_end = time.perf_counter()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             logger.close()
@@ -432,8 +432,9 @@ class Trainer:
             "iterations": self.iteration,
             "wall_time": self.elapsed,
             "sps": self.global_step / self.elapsed if self.elapsed > 0 else 0.0,
-            "sps_after_first_iteration": steady_steps / steady_seconds
-            if steady_seconds > 0
+            "sps_after_first_iteration": (self.global_step - after_first[0])
+            / (loop_end - after_first[1])
+            if iterations_here > 1
             else None,
             "mean_return_last_100": _mean(self.recent_returns),
             "best_running_mean_return": self.best_mean_return
@@ -457,7 +458,7 @@ class Trainer:
     def _log_episodes(
         self, logger: Logger, returns: Tensor, lengths: Tensor, done: Tensor, step0: int
     ) -> None:
-        """Log finished episodes (one host sync per iteration) and the running mean.
+        """Log finished episodes (a few host transfers per iteration) and the running mean.
 
         Thousands of envs finish tens of thousands of episodes per iteration, and one
         TensorBoard scalar costs ~50-100 us: above ``run.log_episodes`` an even subsample of
@@ -465,14 +466,17 @@ class Trainer:
         best, the MMER) always counts every episode.
 
         Under torchrun every rank receives every rank's charted and last 100 episodes (one
-        object all-gather), so the charts, the running mean and the checkpoint's returns are
-        global and alike."""
+        object all-gather; the ranks split ``run.log_episodes`` between them), so the charts,
+        the running mean and the checkpoint's returns are global and alike."""
         t_idx, b_idx = done.nonzero(as_tuple=True)  # sorted by step
         count = t_idx.numel()
-        cap = -(-self.cfg.run.log_episodes // self.world)  # this rank's share
+        cap = self.cfg.run.log_episodes
         charted = torch.arange(count, device=t_idx.device)
-        if cap and count > cap:
-            charted = torch.linspace(0, count - 1, cap, device=t_idx.device).round().long()
+        if cap:
+            share = cap // self.world + int(distributed.rank() < cap % self.world)
+            if count > share:  # even spacing from the first to the last episode
+                spread = torch.arange(share, device=t_idx.device) * (count - 1)
+                charted = spread // max(share - 1, 1)
         recent = torch.arange(max(0, count - 100), count, device=t_idx.device)
 
         def rows(i: Tensor) -> list[tuple[int, float, int]]:

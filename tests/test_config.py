@@ -60,6 +60,7 @@ def test_derived_values_are_properties() -> None:
         ("ppo.anneal_lr=2", "ppo.anneal_lr=2: expected true or false"),
         ("ppo.gamma=1.5", "ppo.gamma=1.5 must lie in [0, 1]"),
         ("ppo.learning_rate=0", "ppo.learning_rate=0.0 must be > 0"),
+        ("run.log_episodes=-3", "run.log_episodes=-3 must be >= 0"),
         ("env.num_envs=0", "env.num_envs=0 must be >= 1"),
         ("agent.core=transformer", "agent.core='transformer': must be one of lstm, gru, none"),
         ("ppo.state_refresh=always", "ppo.state_refresh='always'"),

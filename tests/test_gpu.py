@@ -51,16 +51,21 @@ def test_memory_step_never_syncs_with_host(name: str) -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_update_minibatch_runs_without_a_host_sync() -> None:
-    """With sizes from the epoch's one sync and fused Adam, a minibatch (loss, backward,
-    clipping, the skip decision and the step) queues on the GPU without waiting for it."""
+def _cuda_rollout():  # type: ignore[no-untyped-def]
     from conftest import random_rollout
 
-    agent, buf = random_rollout(num_envs=8)
+    agent, buf = random_rollout(num_envs=16)
     agent.cuda()
     for name, value in vars(buf).items():
         if isinstance(value, torch.Tensor):
             setattr(buf, name, value.cuda())
+    return agent, buf
+
+
+def test_update_minibatch_runs_without_a_host_sync() -> None:
+    """With sizes from the epoch's one sync and fused Adam, a minibatch (loss, backward,
+    clipping, the skip decision and the step) queues on the GPU without waiting for it."""
+    agent, buf = _cuda_rollout()
     chunks = buf.chunks(8)
     groups = torch.arange(chunks.starts.shape[1], device="cuda").view(2, -1)
     (sizes, _) = segment_sizes(chunks.starts, groups)
@@ -75,6 +80,43 @@ def test_update_minibatch_runs_without_a_host_sync() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert bool(ok) and any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_update_syncs_per_epoch_not_per_minibatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole update, with one NaN minibatch skipped on the device: as many host syncs
+    with 8 minibatches per epoch as with 2."""
+    import warnings
+
+    import rlstm.ppo
+
+    real = rlstm.ppo.minibatch_loss
+    calls: list[int] = []
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, stats = real(*args, **kwargs)
+        calls.append(0)
+        return (loss * float("nan"), stats) if len(calls) == 2 else (loss, stats)
+
+    monkeypatch.setattr(rlstm.ppo, "minibatch_loss", poisoned)
+    counts, skipped = [], []
+    for minibatches in (2, 8):
+        agent, buf = _cuda_rollout()
+        params = list(agent.parameters())
+        optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+        cfg = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=minibatches, update_epochs=2)
+        calls.clear()
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                stats = rlstm.ppo.update(agent, params, optimizer, buf, cfg, torch.Generator())
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+        skipped.append(stats["skipped_updates"])
+    assert skipped == [1.0, 1.0]
+    assert counts[0] == counts[1], counts
 
 
 def test_train_and_eval_on_cuda(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import rlstm.ppo
 from rlstm.config import PPOConfig
 from rlstm.ppo import update
 
+REAL_LOSS = rlstm.ppo.minibatch_loss
 CFG = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=2, learning_rate=1e-2)
 
 
@@ -19,11 +20,10 @@ def _update(fused: bool, poisoned: set[int], monkeypatch: pytest.MonkeyPatch):  
     agent, buf = random_rollout(num_envs=8)
     params = [p for p in agent.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=CFG.learning_rate, eps=CFG.adam_eps, fused=fused)
-    real = rlstm.ppo.minibatch_loss
     calls = []
 
     def loss_fn(*args, **kwargs):  # type: ignore[no-untyped-def]
-        loss, stats = real(*args, **kwargs)
+        loss, stats = REAL_LOSS(*args, **kwargs)
         calls.append(len(calls))
         return (loss * float("nan"), stats) if calls[-1] in poisoned else (loss, stats)
 
