@@ -58,35 +58,19 @@ def test_segment_sizes_count_each_group_of_chunks() -> None:
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("p_start", [0.0, 0.05, 0.3, 1.0])
-def test_training_path_with_given_sizes_equals_step_loop(kind: str, p_start: float) -> None:
-    """The update's path: sizes from ``segment_sizes`` instead of a sync inside the call."""
-    torch.manual_seed(2)
-    core = RecurrentCore(kind, 6, 5, 2).double()
-    x, state, starts = _inputs(core, L=13, M=9, p_start=p_start, seed=20)
-    (sizes,) = segment_sizes(starts, torch.arange(9)[None])
-    out, _ = core.sequence(x, state, starts, need_state=False, method="segments", sizes=sizes)
-    ref_out, _ = core.sequence_reference(x, state, starts)
-    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
-    w = torch.randn_like(out)
-    wrt = [x, state, *core.parameters()]
-    grads = torch.autograd.grad((out * w).sum(), wrt)
-    ref_grads = torch.autograd.grad((ref_out * w).sum(), wrt)
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("p_start", [0.0, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("given_sizes", [False, True])
 def test_training_path_outputs_and_grads_equal_step_loop(
-    kind: str, layers: int, p_start: float
+    kind: str, layers: int, p_start: float, given_sizes: bool
 ) -> None:
-    """``need_state=False`` (the padded single-call path used by the loss)."""
+    """``need_state=False`` (the padded single-call path used by the loss), sizing its batch
+    itself or, as in the PPO update, with sizes from ``segment_sizes`` (no sync in the call)."""
     torch.manual_seed(1)
     core = RecurrentCore(kind, 6, 5, layers).double()
     x, state, starts = _inputs(core, L=13, M=9, p_start=p_start, seed=10 + layers)
-    out, final = core.sequence(x, state, starts, need_state=False, method="segments")
+    sizes = segment_sizes(starts, torch.arange(9)[None])[0] if given_sizes else None
+    out, final = core.sequence(x, state, starts, need_state=False, method="segments", sizes=sizes)
     ref_out, _ = core.sequence_reference(x, state, starts)
     assert final is None or p_start == 0.0
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
