@@ -197,6 +197,11 @@ class RecurrentCore(nn.Module):
         # Segments: a new one begins at t=0 of every column and at every inner start. The
         # layout is computed on the device; unless the caller knows its two sizes, they reach
         # the host in one transfer, the only host sync of the training path.
+        if sizes is None:
+            (sizes,) = segment_sizes(starts, torch.arange(M, device=x.device)[None])
+        num_segments, longest = sizes
+        if num_segments == M:  # no reset inside the chunks: one plain call
+            return self._run(x, state)
         begins = starts.clone()
         begins[0] = True
         flat_begins = begins.t().reshape(-1)  # (M*L,), column-major: position m*L + t
@@ -204,14 +209,6 @@ class RecurrentCore(nn.Module):
         seg_id = flat_begins.cumsum(0) - 1  # segment of every position
         first = torch.where(flat_begins, position, 0).cummax(0).values  # its segment's start
         offset = position - first  # time of every position inside its segment
-        if sizes is None:
-            num_segments, longest = (
-                int(v) for v in torch.stack([seg_id[-1] + 1, offset.max() + 1]).tolist()
-            )
-        else:
-            num_segments, longest = sizes
-        if num_segments == M:  # no reset inside the chunks: one plain call
-            return self._run(x, state)
         seg_first = torch.full((num_segments,), M * L, device=x.device, dtype=torch.long)
         seg_first.scatter_reduce_(0, seg_id, position, "amin")  # (S,) start position
         seg_column, seg_begin = seg_first // L, seg_first % L

@@ -205,7 +205,7 @@ def update(
     num_chunks = chunks.starts.shape[1]
     per_mb = num_chunks // cfg.num_minibatches
     device = chunks.starts.device
-    totals = {key: torch.zeros((), device=device) for key in LOSS_KEYS}
+    totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
     applied = torch.zeros((), device=device)
     tried = 0
     epochs_run = 0
@@ -219,22 +219,22 @@ def update(
         order = torch.randperm(num_chunks, generator=generator).to(device)
         groups = order.view(cfg.num_minibatches, per_mb)
         sizes = segment_sizes(chunks.starts, groups)  # the epoch's sync (with target_kl's)
-        epoch_kl = torch.zeros((), device=device)
+        epoch = torch.zeros_like(totals)
         for i, idx in enumerate(groups):
             mb = Chunks(*(field[:, idx] for field in chunks._replace(states=start_states)))
             ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
-            for key in LOSS_KEYS:
-                totals[key] += torch.where(ok, stats[key], 0.0)
-            epoch_kl += torch.where(ok, stats["approx_kl"], 0.0)
+            epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
             applied += ok
             tried += 1
+        totals += epoch
         epochs_run += 1
+        epoch_kl = epoch[LOSS_KEYS.index("approx_kl")]
         if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
             break
 
     steps = int(applied)
     skipped = tried - steps
-    result = {key: float(value) / max(steps, 1) for key, value in totals.items()}
+    result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
     y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
     if distributed.is_distributed():  # over every rank's rollout
         var_y = distributed.mean_var(y_true)[1]
