@@ -135,7 +135,11 @@ class PPOConfig:
         "start states with the current weights before each epoch)",
         default="none",
     )
-    adam_eps: float = doc("Adam epsilon", default=1e-5)
+    adam_eps: float = doc(
+        "Adam epsilon (CleanRL's 1e-5; the long-memory configs use 1e-8: their gradients "
+        "through hundreds of steps are smaller than 1e-5)",
+        default=1e-5,
+    )
     max_nonfinite_updates: int = doc(
         "stop after this many consecutive updates skipped for a NaN/Inf loss or gradient",
         default=5,

@@ -1,0 +1,100 @@
+"""How fast can the agent learn to carry a cue across k steps? A supervised probe.
+
+Trains the real agent (MLP encoder -> LSTM -> actor head, built from ``AgentConfig``) with
+cross-entropy on RememberAB's answer: the cue (``A``/``B``) at t = 0, ``k`` distractors
+``x``, the question ``Y`` at t = k + 1, loss on the actor's logits at ``Y`` only. No RL: the
+gradient the PPO update would send from the answer back to the cue, without the noise of
+sampling. It isolates what the optimizer and the initialisation do to that gradient.
+
+    python benchmarks/memory_probe.py --k 1000 --seeds 3 --adam-eps 1e-5 1e-8
+
+prints, per setting and seed, the Adam steps until a fresh batch of 256 episodes is
+answered >= 95% correctly (or "not solved" after ``--steps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.recurrent import RecurrentAgent  # noqa: E402
+from rlstm.config import AgentConfig  # noqa: E402
+
+
+def episodes(k: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """RememberAB with exactly ``k`` distractors: obs ``(k + 2, B, 4)``, starts, cue ``(B,)``."""
+    length = k + 2
+    cue = torch.randint(0, 2, (batch,), generator=generator)
+    obs = torch.zeros(length, batch, 4)
+    obs[0, torch.arange(batch), cue] = 1.0  # one-hot [A, B, x, Y]
+    obs[1 : length - 1, :, 2] = 1.0
+    obs[length - 1, :, 3] = 1.0
+    starts = torch.zeros(length, batch, dtype=torch.bool)
+    starts[0] = True
+    return obs, starts, cue
+
+
+def steps_to_solve(args: argparse.Namespace, adam_eps: float, seed: int) -> int | None:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1000)
+    cfg = AgentConfig(
+        hidden_size=args.hidden_size, encoder_hidden=64, chrono_init=args.chrono_init
+    )
+    agent = RecurrentAgent((4,), torch.float32, 2, cfg)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=adam_eps)
+    for step in range(1, args.steps + 1):
+        obs, starts, cue = episodes(args.k, args.batch, generator)
+        logits, _, _ = agent.sequence(obs, agent.initial_state(args.batch), starts, False)
+        loss = F.cross_entropy(logits[-1], cue)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+        if step % args.check_every == 0:
+            with torch.no_grad():
+                obs, starts, cue = episodes(args.k, 256, generator)
+                logits, _, _ = agent.sequence(obs, agent.initial_state(256), starts, False)
+                if (logits[-1].argmax(-1) == cue).float().mean().item() >= 0.95:
+                    return step
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--k", type=int, default=1000, help="distractors between cue and Y")
+    parser.add_argument("--adam-eps", type=float, nargs="+", default=[1e-5, 1e-8])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3000, help="Adam steps before giving up")
+    parser.add_argument("--batch", type=int, default=4, help="episodes per Adam step")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--max-grad-norm", type=float, default=0.5)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--chrono-init", type=int, default=None, help="default: k + 2")
+    parser.add_argument("--check-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.chrono_init is None:
+        args.chrono_init = args.k + 2
+    torch.set_num_threads(args.threads)
+    print(
+        f"k={args.k} batch={args.batch} lr={args.lr} max_grad_norm={args.max_grad_norm} "
+        f"hidden={args.hidden_size} chrono_init={args.chrono_init}"
+    )
+    for adam_eps in args.adam_eps:
+        for seed in range(1, args.seeds + 1):
+            start = time.perf_counter()
+            solved = steps_to_solve(args, adam_eps, seed)
+            result = f"{solved} steps" if solved else f"not solved in {args.steps} steps"
+            wall = time.perf_counter() - start
+            print(f"adam_eps={adam_eps:g} seed={seed}: {result} ({wall:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
