@@ -44,9 +44,7 @@ def episodes(k: int, batch: int, generator: torch.Generator) -> tuple[torch.Tens
 def steps_to_solve(args: argparse.Namespace, adam_eps: float, seed: int) -> int | None:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1000)
-    cfg = AgentConfig(
-        hidden_size=args.hidden_size, encoder_hidden=64, chrono_init=args.chrono_init
-    )
+    cfg = AgentConfig(hidden_size=args.hidden_size, encoder_hidden=64, chrono_init=args.chrono_init)
     agent = RecurrentAgent((4,), torch.float32, 2, cfg)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=adam_eps)
     for step in range(1, args.steps + 1):
