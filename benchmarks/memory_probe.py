@@ -8,7 +8,8 @@ sampling. It isolates what the optimizer and the initialisation do to that gradi
 
     python benchmarks/memory_probe.py --k 1000 --seeds 3 --adam-eps 1e-5 1e-8
 
-prints, per setting and seed, the Adam steps until a fresh batch of 256 episodes is
+prints the size of the gradient that reaches the cue's weights at init, then, per setting
+and seed, the Adam steps until a fresh batch of 256 episodes is
 answered >= 95% correctly (or "not solved" after ``--steps``).
 """
 
@@ -41,11 +42,27 @@ def episodes(k: int, batch: int, generator: torch.Generator) -> tuple[torch.Tens
     return obs, starts, cue
 
 
-def steps_to_solve(args: argparse.Namespace, adam_eps: float, seed: int) -> int | None:
+def make_agent(args: argparse.Namespace, seed: int) -> RecurrentAgent:
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed + 1000)
     cfg = AgentConfig(hidden_size=args.hidden_size, encoder_hidden=64, chrono_init=args.chrono_init)
-    agent = RecurrentAgent((4,), torch.float32, 2, cfg)
+    return RecurrentAgent((4,), torch.float32, 2, cfg)
+
+
+def cue_gradient(args: argparse.Namespace, seed: int) -> torch.Tensor:
+    """|d loss / d w| at init for the encoder weights that read the cue (the A and B inputs):
+    only the answer's gradient through the k steps reaches them."""
+    agent = make_agent(args, seed)
+    obs, starts, cue = episodes(args.k, 64, torch.Generator().manual_seed(seed))
+    logits, _, _ = agent.sequence(obs, agent.initial_state(64), starts, False)
+    F.cross_entropy(logits[-1], cue).backward()
+    weight = agent.encoder.net[1].weight  # (hidden, 4): columns [A, B, x, Y]
+    assert weight.grad is not None
+    return weight.grad[:, :2].abs()
+
+
+def steps_to_solve(args: argparse.Namespace, adam_eps: float, seed: int) -> int | None:
+    agent = make_agent(args, seed)
+    generator = torch.Generator().manual_seed(seed + 1000)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=adam_eps)
     for step in range(1, args.steps + 1):
         obs, starts, cue = episodes(args.k, args.batch, generator)
@@ -69,7 +86,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1000, help="distractors between cue and Y")
     parser.add_argument("--adam-eps", type=float, nargs="+", default=[1e-5, 1e-8])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3000, help="Adam steps before giving up")
+    parser.add_argument(
+        "--steps", type=int, default=3000, help="Adam steps before giving up (0: gradient only)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="episodes per Adam step")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--max-grad-norm", type=float, default=0.5)
@@ -85,6 +104,13 @@ def main() -> None:
         f"k={args.k} batch={args.batch} lr={args.lr} max_grad_norm={args.max_grad_norm} "
         f"hidden={args.hidden_size} chrono_init={args.chrono_init}"
     )
+    grad = torch.cat([cue_gradient(args, seed).flatten() for seed in range(1, args.seeds + 1)])
+    print(
+        f"|gradient| of the cue's encoder weights at init: median {grad.median().item():.1e}, "
+        f"max {grad.max().item():.1e}"
+    )
+    if args.steps == 0:  # the gradient report only
+        return
     for adam_eps in args.adam_eps:
         for seed in range(1, args.seeds + 1):
             start = time.perf_counter()
