@@ -132,6 +132,21 @@ def test_resume_continues_and_eval_reports(tmp_path: Path, capsys) -> None:
     assert -1.0 <= report["mean_return"] <= 1.0
 
 
+def test_adam_eps_reaches_adam_and_survives_resume(tmp_path: Path) -> None:
+    """TMaze-1000 and RememberAB-1000 learn only with ``ppo.adam_eps=1e-8`` (CleanRL's 1e-5
+    drowns their gradient): Adam must get it, save it, and keep it on resume."""
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "ppo.total_timesteps=128"]
+    assert main([*args, "run.run_name=default"]) == 0
+    assert main([*args, "run.run_name=small", "ppo.adam_eps=1e-8"]) == 0
+
+    def eps(run: str) -> float:
+        return checkpoint.load(tmp_path / run)["optimizer"]["param_groups"][0]["eps"]
+
+    assert eps("default") == 1e-5 and eps("small") == 1e-8
+    assert main(["train", "--resume", str(tmp_path / "small"), "ppo.total_timesteps=256"]) == 0
+    assert checkpoint.load(tmp_path / "small")["global_step"] == 256 and eps("small") == 1e-8
+
+
 def test_same_run_name_never_shares_a_directory(tmp_path: Path) -> None:
     args = ["train", *SMALL, "ppo.total_timesteps=128", f"run.out_dir={tmp_path}", "run.run_name=x"]
     assert main(args) == 0 and main(args) == 0
