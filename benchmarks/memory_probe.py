@@ -28,20 +28,42 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.recurrent import RecurrentAgent  # noqa: E402
+from envs.memory import make as make_task  # noqa: E402
 from rlstm.config import AgentConfig  # noqa: E402
 
 
 def episodes(k: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """RememberAB with exactly ``k`` distractors: obs ``(k + 2, B, 4)``, starts, cue ``(B,)``."""
-    length = k + 2
+    """RememberAB with exactly ``k`` distractors: obs ``(k + 2, B, 4)``, starts, cue ``(B,)``.
+
+    Built directly (stepping the env 1000 times per batch would cost ~8x the training);
+    :func:`check_against_env` checks the layout against the task itself."""
     cue = torch.randint(0, 2, (batch,), generator=generator)
+    return layout(k, cue), first_steps(k + 2, batch), cue
+
+
+def first_steps(length: int, batch: int) -> torch.Tensor:
+    starts = torch.zeros(length, batch, dtype=torch.bool)
+    starts[0] = True
+    return starts
+
+
+def layout(k: int, cue: torch.Tensor) -> torch.Tensor:
+    length, batch = k + 2, cue.numel()
     obs = torch.zeros(length, batch, 4)
     obs[0, torch.arange(batch), cue] = 1.0  # one-hot [A, B, x, Y]
     obs[1 : length - 1, :, 2] = 1.0
     obs[length - 1, :, 3] = 1.0
-    starts = torch.zeros(length, batch, dtype=torch.bool)
-    starts[0] = True
-    return obs, starts, cue
+    return obs
+
+
+def check_against_env(k: int = 5, batch: int = 16) -> None:
+    """The observations of ``envs.memory``'s RememberAB equal :func:`layout`'s."""
+    env = make_task("RememberAB", num_envs=batch, device="cpu", seed=0, k_min=k, k_max=k)
+    seen = [env.reset()]
+    for _ in range(k + 1):
+        seen.append(env.step(torch.zeros(batch, dtype=torch.long))[0])
+    if not torch.equal(torch.stack(seen), layout(k, env.oracle())):  # t = 0 .. k + 1
+        raise AssertionError("memory_probe's RememberAB episodes differ from envs.memory's")
 
 
 def make_agent(args: argparse.Namespace, seed: int) -> RecurrentAgent:
@@ -102,6 +124,7 @@ def main() -> None:
     if args.chrono_init is None:
         args.chrono_init = args.k + 2
     torch.set_num_threads(args.threads)
+    check_against_env()
     print(
         f"k={args.k} batch={args.batch} lr={args.lr} max_grad_norm={args.max_grad_norm} "
         f"hidden={args.hidden_size} chrono_init={args.chrono_init}"
