@@ -172,8 +172,15 @@ class RunConfig:
         "stop cleanly after the iteration that passes this many seconds (0 = off)", default=0.0
     )
     cuda_graph: bool = doc(
-        "CUDA: capture the acting policy step as a CUDA graph (replayed every env step)",
+        "CUDA: capture the acting policy step as a CUDA graph (replayed every env step), "
+        "and the PPO minibatch step too where run.cuda_graph_update allows",
         default=True,
+    )
+    cuda_graph_update: int = doc(
+        "CUDA, single process: replay each PPO minibatch step from a CUDA graph when a "
+        "minibatch holds at most this many env steps (small ones are bound by kernel "
+        "launches, large ones by the GPU; 0 = never)",
+        default=65536,
     )
     log_episodes: int = doc(
         "most finished episodes per iteration written to charts/episodic_* (an even "
@@ -393,6 +400,7 @@ def validate(cfg: Config) -> None:
         "run.time_limit": r.time_limit,
         "run.lstm_log_every": r.lstm_log_every,
         "run.log_episodes": r.log_episodes,
+        "run.cuda_graph_update": r.cuda_graph_update,
     }
     for key, value in non_negative.items():
         if value < 0:

@@ -178,7 +178,10 @@ class RecurrentCore(nn.Module):
         grows with the segment count (1.9x faster at 128 x 128; benchmarks/RESULTS.md).
 
         ``sizes``: ``(segments, longest segment)`` of these chunks, from :func:`segment_sizes`;
-        given, the segments path does not sync with the host to size its batch.
+        given, the segments path does not sync with the host to size its batch. With
+        ``need_state=False`` either may be larger than the chunks need (a static capacity,
+        as a captured CUDA graph wants): the extra segments and steps are padding, whose
+        outputs are never read and whose gradients are zero.
         """
         L, M = starts.shape
         if self.rnn is None:
@@ -211,14 +214,17 @@ class RecurrentCore(nn.Module):
         offset = position - first  # time of every position inside its segment
         seg_first = torch.full((num_segments,), M * L, device=x.device, dtype=torch.long)
         seg_first.scatter_reduce_(0, seg_id, position, "amin")  # (S,) start position
+        used = seg_first < M * L  # false only for capacity beyond the chunks' segments
+        seg_first = torch.where(used, seg_first, 0)
         seg_column, seg_begin = seg_first // L, seg_first % L
         # Inputs laid out per segment: (longest, S, in), padded at the end of short segments.
         flat_x = x.transpose(0, 1).reshape(M * L, -1)
         padded = flat_x.new_zeros(longest, num_segments, flat_x.shape[-1])
         padded[offset, seg_id] = flat_x
         # A segment beginning at t>0 begins an episode (zero state); one at t=0 continues
-        # the column's (already reset-masked) state.
-        seg_state = state[:, seg_column] * (seg_begin == 0).to(state.dtype)[None, :, None]
+        # the column's (already reset-masked) state; unused capacity gets a zero state.
+        keep = (seg_begin == 0) & used
+        seg_state = state[:, seg_column] * keep.to(state.dtype)[None, :, None]
         if not need_state:
             out, _ = self._run(padded, seg_state)
             return out[offset, seg_id].view(M, L, -1).transpose(0, 1), None

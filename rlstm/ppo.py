@@ -11,6 +11,7 @@ so the step equals one process's step on the union of the ranks' minibatches.
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 import torch
@@ -188,6 +189,120 @@ def minibatch_step(
     return ok, stats
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set every group's learning rate; in place where it is a tensor (a captured step
+    reads it from device memory)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value
+
+
+class GraphedMinibatchStep:
+    """:func:`minibatch_step` replayed from CUDA graphs: one launch instead of hundreds.
+
+    A PPO minibatch is a few hundred small kernels, each launched from Python; with small
+    minibatches the host, not the GPU, sets the pace (Pong, 512 steps per minibatch on an
+    H100: ~10 ms of launches for ~1.8 ms of GPU work; benchmarks/RESULTS.md). Captured, a
+    minibatch costs its GPU time.
+
+    A graph needs static shapes and addresses. :meth:`load` copies the epoch's chunks into
+    static tensors; a call copies the minibatch's chunk indices into a static index tensor
+    and the graph gathers the minibatch itself. The segment layout of the core is sized to a
+    capacity instead of the minibatch's own count: segments rounded up to ``M * 2^k`` (at most
+    ``M * L``), the longest segment to ``L``; the padding changes no output or gradient
+    (:meth:`rlstm.core.RecurrentCore.sequence`). One graph per capacity; the first
+    ``warmup`` minibatches of a capacity run eagerly on a side stream (real steps, as capture
+    requires), the next is captured and replayed. The optimizer must be a fused Adam with
+    ``capturable=True`` and a tensor learning rate (set it with :func:`set_learning_rate`).
+    If capture fails the steps stay eager with a warning: same numbers, only slower.
+    """
+
+    def __init__(
+        self,
+        agent: Policy,
+        params: list[nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        cfg: PPOConfig,
+        warmup: int = 2,
+    ) -> None:
+        self.agent, self.params, self.optimizer, self.cfg = agent, params, optimizer, cfg
+        self.warmup = warmup
+        self.chunks: Chunks | None = None
+        self.idx: Tensor | None = None
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[Tensor, dict[str, Tensor]]]] = {}
+        self.eager_steps: dict[int, int] = {}
+        self.failed = False
+
+    def load(self, chunks: Chunks) -> None:
+        """Copy the chunks (with this epoch's start states) into the static tensors."""
+        if self.chunks is not None and all(
+            (s.shape, s.dtype) == (c.shape, c.dtype) for s, c in zip(self.chunks, chunks)
+        ):
+            for static, new in zip(self.chunks, chunks):
+                static.copy_(new)
+            return
+        self.chunks = Chunks(*(c.clone() for c in chunks))
+        self.graphs.clear()  # they read the old tensors
+        self.eager_steps.clear()
+
+    def capacity(self, num_chunks: int, segments: int) -> int:
+        assert self.chunks is not None, "load() the chunks first"
+        cap = num_chunks
+        while cap < segments:
+            cap *= 2
+        return min(cap, num_chunks * self.chunks.starts.shape[0])
+
+    def _step(self, cap: int) -> tuple[Tensor, dict[str, Tensor]]:
+        assert self.chunks is not None and self.idx is not None
+        mb = Chunks(*(field[:, self.idx] for field in self.chunks))
+        sizes = (cap, self.chunks.starts.shape[0])
+        return minibatch_step(self.agent, self.params, self.optimizer, mb, self.cfg, sizes)
+
+    def __call__(self, idx: Tensor, segments: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One minibatch step on the loaded chunks ``idx``, which hold ``segments`` segments
+        (:func:`rlstm.core.segment_sizes`); returns what :func:`minibatch_step` returns."""
+        if self.idx is None or self.idx.shape != idx.shape:
+            self.idx = idx.clone()
+            self.graphs.clear()
+            self.eager_steps.clear()
+        self.idx.copy_(idx)
+        cap = self.capacity(idx.numel(), segments)
+        if cap in self.graphs:
+            graph, out = self.graphs[cap]
+            graph.replay()
+            return out
+        if self.failed:
+            return self._step(cap)
+        if self.eager_steps.get(cap, 0) < self.warmup:
+            self.eager_steps[cap] = self.eager_steps.get(cap, 0) + 1
+            current = torch.cuda.current_stream()
+            side = torch.cuda.Stream()
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                out = self._step(cap)
+            current.wait_stream(side)
+            return out
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out = self._step(cap)
+        except RuntimeError as exc:
+            self.failed = True
+            warnings.warn(
+                f"the PPO minibatch step could not be captured as a CUDA graph ({exc}); "
+                "updating eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            torch.cuda.synchronize()
+            return self._step(cap)
+        self.graphs[cap] = (graph, out)
+        graph.replay()
+        return out
+
+
 def update(
     agent: Policy,
     params: list[nn.Parameter],
@@ -195,11 +310,13 @@ def update(
     buffer: RolloutBuffer,
     cfg: PPOConfig,
     generator: torch.Generator,
+    graphed: GraphedMinibatchStep | None = None,
 ) -> dict[str, float]:
     """One PPO update over the rollout in ``buffer``; returns means over all minibatches.
 
     Besides the CleanRL losses, the result has ``explained_variance``, ``skipped_updates``
     (minibatches whose loss or gradient was not finite: never applied) and ``epochs`` run.
+    With ``graphed`` (CUDA) each minibatch step is replayed from a CUDA graph.
     """
     chunks = buffer.chunks(cfg.bptt_len)
     num_chunks = chunks.starts.shape[1]
@@ -219,10 +336,16 @@ def update(
         order = torch.randperm(num_chunks, generator=generator).to(device)
         groups = order.view(cfg.num_minibatches, per_mb)
         sizes = segment_sizes(chunks.starts, groups)  # the epoch's sync (with target_kl's)
+        epoch_chunks = chunks._replace(states=start_states)
+        if graphed is not None:
+            graphed.load(epoch_chunks)
         epoch = torch.zeros_like(totals)
         for i, idx in enumerate(groups):
-            mb = Chunks(*(field[:, idx] for field in chunks._replace(states=start_states)))
-            ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
+            if graphed is not None:
+                ok, stats = graphed(idx, sizes[i][0])
+            else:
+                mb = Chunks(*(field[:, idx] for field in epoch_chunks))
+                ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
             epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
             applied += ok
             tried += 1

@@ -31,7 +31,7 @@ from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
-from rlstm.ppo import LOSS_KEYS, update
+from rlstm.ppo import LOSS_KEYS, GraphedMinibatchStep, set_learning_rate, update
 from rlstm.vec import StepResult, VecEnv
 
 
@@ -100,9 +100,29 @@ class Trainer:
         self.is_main = distributed.rank() == 0
         self.seed = distributed.rank_seed(cfg.run.seed)  # envs and actions: a stream per rank
         self.params = [param for param in self.agent.parameters() if param.requires_grad]
-        # fused: one kernel for the whole step on CUDA instead of several per parameter
+        # fused: one kernel for the whole step on CUDA instead of several per parameter.
+        # Small minibatches are bound by kernel launches: their steps are replayed from CUDA
+        # graphs, which read the learning rate from device memory (capturable Adam).
+        minibatch_steps = cfg.batch_size // p.num_minibatches
+        self.graph_update = (
+            device.type == "cuda"
+            and cfg.run.cuda_graph
+            and 0 < minibatch_steps <= cfg.run.cuda_graph_update
+            and self.world == 1
+        )
         self.optimizer = torch.optim.Adam(
-            self.params, lr=p.learning_rate, eps=p.adam_eps, fused=device.type == "cuda"
+            self.params,
+            lr=torch.tensor(p.learning_rate, device=device)
+            if self.graph_update
+            else p.learning_rate,
+            eps=p.adam_eps,
+            fused=device.type == "cuda",
+            capturable=self.graph_update,
+        )
+        self.graphed = (
+            GraphedMinibatchStep(self.agent, self.params, self.optimizer, p)
+            if self.graph_update
+            else None
         )
         state_shape = (self.agent.core.state_slots, self.agent.core.hidden_size)
         self.buffer = RolloutBuffer(
@@ -157,7 +177,7 @@ class Trainer:
             "format": 1,
             "config": self.cfg.to_dict(),
             "agent": self.agent.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "iteration": self.iteration,
             "global_step": self.global_step,
             "elapsed": self.elapsed,
@@ -172,9 +192,20 @@ class Trainer:
             data["ranks"] = distributed.gather_object(distributed.to_cpu(local))
         return data
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state with plain-number learning rates, so that a checkpoint of a
+        CUDA-graph run loads anywhere."""
+        state = self.optimizer.state_dict()  # param_groups are fresh dicts
+        for group in state["param_groups"]:
+            group["lr"] = float(group["lr"])
+        return state
+
     def _load(self, data: dict[str, Any]) -> None:
         self.agent.load_state_dict(data["agent"])
         self.optimizer.load_state_dict(data["optimizer"])
+        if self.graph_update:  # the captured step reads the rate from device memory
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.iteration = int(data["iteration"])
         self.global_step = int(data["global_step"])
         self.elapsed = float(data["elapsed"])
@@ -362,14 +393,20 @@ class Trainer:
                     after_first = (self.global_step, it_start)
                 if p.anneal_lr:
                     frac = 1.0 - self.iteration / num_iterations
-                    self.optimizer.param_groups[0]["lr"] = frac * p.learning_rate
+                    set_learning_rate(self.optimizer, frac * p.learning_rate)
                 ep_returns, ep_lengths, ep_done, act_time, env_time = self.collect()
                 step_before = self.global_step
                 self.global_step += cfg.batch_size
                 self.advantages()
                 t_update = time.perf_counter()
                 stats = update(
-                    self.agent, self.params, self.optimizer, self.buffer, p, self.shuffle_gen
+                    self.agent,
+                    self.params,
+                    self.optimizer,
+                    self.buffer,
+                    p,
+                    self.shuffle_gen,
+                    self.graphed,
                 )
                 update_time = time.perf_counter() - t_update
                 self.iteration += 1
@@ -385,7 +422,7 @@ class Trainer:
                 for key in (*LOSS_KEYS, "explained_variance"):
                     logger.record(f"losses/{key}", stats[key])
                 logger.record("losses/skipped_updates", stats["skipped_updates"])
-                logger.record("charts/learning_rate", self.optimizer.param_groups[0]["lr"])
+                logger.record("charts/learning_rate", float(self.optimizer.param_groups[0]["lr"]))
                 logger.record("charts/SPS", cfg.batch_size / max(now - it_start, 1e-9))
                 logger.record("perf/act_time", act_time)
                 logger.record("perf/env_time", env_time)

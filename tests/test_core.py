@@ -60,16 +60,22 @@ def test_segment_sizes_count_each_group_of_chunks() -> None:
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("p_start", [0.0, 0.05, 0.3, 1.0])
-@pytest.mark.parametrize("given_sizes", [False, True])
+@pytest.mark.parametrize("given_sizes", ["none", "exact", "capacity"])
 def test_training_path_outputs_and_grads_equal_step_loop(
-    kind: str, layers: int, p_start: float, given_sizes: bool
+    kind: str, layers: int, p_start: float, given_sizes: str
 ) -> None:
     """``need_state=False`` (the padded single-call path used by the loss), sizing its batch
-    itself or, as in the PPO update, with sizes from ``segment_sizes`` (no sync in the call)."""
+    itself, with sizes from ``segment_sizes`` (no sync in the call) as the eager PPO update
+    passes them, or with a larger static capacity (unused segments and a longer padded
+    time axis) as the CUDA-graph update passes it."""
     torch.manual_seed(1)
     core = RecurrentCore(kind, 6, 5, layers).double()
     x, state, starts = _inputs(core, L=13, M=9, p_start=p_start, seed=10 + layers)
-    sizes = segment_sizes(starts, torch.arange(9)[None])[0] if given_sizes else None
+    sizes = None
+    if given_sizes != "none":
+        sizes = segment_sizes(starts, torch.arange(9)[None])[0]
+        if given_sizes == "capacity":
+            sizes = (sizes[0] + 7, 13 + 2)
     out, final = core.sequence(x, state, starts, need_state=False, method="segments", sizes=sizes)
     ref_out, _ = core.sequence_reference(x, state, starts)
     assert final is None or p_start == 0.0

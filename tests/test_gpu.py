@@ -119,6 +119,43 @@ def test_update_syncs_per_epoch_not_per_minibatch(monkeypatch: pytest.MonkeyPatc
     assert counts[0] == counts[1], counts
 
 
+def test_graphed_update_equals_eager() -> None:
+    """Updates replayed from CUDA graphs (capturable fused Adam, tensor learning rate)
+    leave the same weights and statistics as eager updates, with the learning rate
+    changed between updates reaching the graphs."""
+    import copy
+
+    from rlstm.ppo import GraphedMinibatchStep, set_learning_rate, update
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    agent, buf = _cuda_rollout()
+    twin = copy.deepcopy(agent)
+    cfg = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=4)
+    eager_params, graph_params = list(agent.parameters()), list(twin.parameters())
+    eager_opt = torch.optim.Adam(eager_params, lr=1e-3, fused=True)
+    graph_opt = torch.optim.Adam(
+        graph_params, lr=torch.tensor(1e-3, device="cuda"), fused=True, capturable=True
+    )
+    graphed = GraphedMinibatchStep(twin, graph_params, graph_opt, cfg)
+    for lr in (1e-3, 5e-4, 2e-4):
+        set_learning_rate(eager_opt, lr)
+        set_learning_rate(graph_opt, lr)
+        want = update(agent, eager_params, eager_opt, buf, cfg, torch.Generator().manual_seed(0))
+        got = update(
+            twin, graph_params, graph_opt, buf, cfg, torch.Generator().manual_seed(0), graphed
+        )
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5), key
+    assert not graphed.failed and graphed.graphs, "no minibatch was replayed from a graph"
+    for a, b in zip(eager_params, graph_params, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    moved = [
+        not torch.equal(a, b) for a, b in zip(_cuda_rollout()[0].parameters(), agent.parameters())
+    ]
+    assert any(moved)
+
+
 def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
     code = main(
         [
@@ -138,6 +175,14 @@ def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
     assert code == 0
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["steps"] == 32768
     assert main(["eval", str(tmp_path / "g"), "--episodes", "64", "--device", "cuda"]) == 0
+    # 2,048-step minibatches: the update ran from CUDA graphs; its checkpoint keeps plain
+    # learning rates and resumes into another graphed run.
+    from rlstm import checkpoint
+
+    saved = checkpoint.load(tmp_path / "g")
+    assert all(isinstance(g["lr"], float) for g in saved["optimizer"]["param_groups"])
+    assert main(["train", "--resume", str(tmp_path / "g"), "ppo.total_timesteps=65536"]) == 0
+    assert json.loads((tmp_path / "g" / "summary.json").read_text())["steps"] == 65536
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "cnn"])
