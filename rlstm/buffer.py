@@ -66,16 +66,20 @@ class RolloutBuffer:
         return stacked[t, :, b].transpose(0, 1)
 
     def chunks(self, bptt_len: int) -> Chunks:
-        """Cut the rollout into chunks of ``bptt_len`` steps (one copy of the rollout)."""
+        """Cut the rollout into chunks of ``bptt_len`` steps: a copy, never a view, so the
+        buffer can take the next rollout while an update reads the chunks."""
         T, B, L = self.num_steps, self.num_envs, bptt_len
         K = T // L
         assert K * L == T, f"num_steps={T} is not a multiple of bptt_len={L}"
 
         def cut(x: Tensor) -> Tensor:  # (T, B, ...) -> (L, K*B, ...)
-            return x.reshape(K, L, B, *x.shape[2:]).transpose(0, 1).reshape(L, K * B, *x.shape[2:])
+            out = x.new_empty((L, K * B, *x.shape[2:]))
+            out.view(L, K, B, *x.shape[2:]).copy_(x.view(K, L, B, *x.shape[2:]).transpose(0, 1))
+            return out
 
-        states = self.states[::L]  # (K, S*l, B, H) entering steps 0, L, 2L, ...
-        states = states.transpose(0, 1).reshape(states.shape[1], K * B, states.shape[-1])
+        entering = self.states[::L]  # (K, S*l, B, H) entering steps 0, L, 2L, ...
+        states = entering.new_empty((entering.shape[1], K * B, entering.shape[-1]))
+        states.view(entering.shape[1], K, B, entering.shape[-1]).copy_(entering.transpose(0, 1))
         return Chunks(
             obs=cut(self.obs),
             actions=cut(self.actions),

@@ -193,6 +193,10 @@ def _train(args: argparse.Namespace) -> int:
         )
         data = None
     world, main_rank = distributed.world_size(), distributed.rank() == 0
+    if cfg.ppo.overlap_update and world > 1:
+        raise UsageError(
+            "ppo.overlap_update=true runs in a single process only, not under torchrun"
+        )
     try:  # env.num_envs is the total over ranks: each rank steps its share
         num_envs = distributed.local_num_envs(
             cfg.env.num_envs,
@@ -339,14 +343,16 @@ def bench_core(device_name: str, seconds: float) -> str:
     reset-free cuDNN call on the same shapes, and against the Python step loop."""
     import time
 
-    from rlstm.core import RecurrentCore, segment_sizes
+    from rlstm.core import RecurrentCore, segment_capacity, segment_sizes
 
     device = resolve_device(device_name)
+    cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
-        "| with resets, sizes given ms | sized ratio | + final state (packed) ms | step loop ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| with resets, sizes given ms | sized ratio | + final state (packed) ms | step loop ms "
+        "| CUDA graphs: reset-free ms | with resets (capacity) ms | graph ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, (L, M), H, p in [
         ("lstm", (64, 128), 128, 0.02),
@@ -374,8 +380,8 @@ def bench_core(device_name: str, seconds: float) -> str:
                 torch.cuda.synchronize()
             return (time.perf_counter() - start) / n * 1e3
 
-        def run(path, x=x, state=state, s=no_starts):
-            return lambda: path(x, state, s)[0].sum().backward()
+        def run(path, x=x, state=state, s=no_starts, **kwargs):
+            return lambda: path(x, state, s, **kwargs)[0].sum().backward()
 
         def outputs_only(x, state, s, core=core):
             return core.sequence(x, state, s, need_state=False, method="segments")
@@ -389,14 +395,41 @@ def bench_core(device_name: str, seconds: float) -> str:
         def with_state(x, state, s, core=core):
             return core.sequence(x, state, s, method="segments")
 
+        # the CUDA-graph update's path: a static segment capacity, replayed from a graph
+        # (and the reset-free call given its sizes, since a graph cannot sync to size it)
+        capacity = (segment_capacity(M, sizes[0], L), L)
+
+        def outputs_capacity(x, state, s, core=core, capacity=capacity):
+            return core.sequence(x, state, s, need_state=False, method="segments", sizes=capacity)
+
+        def graphed(fn) -> Any:  # forward + backward captured once, then replayed
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    fn()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            return graph.replay
+
         plain = timed(run(outputs_only, s=no_starts))
         fused = timed(run(outputs_only, s=starts))
         sized = timed(run(outputs_sized, s=starts))
         packed = timed(run(with_state, s=starts))
         loop = timed(run(core.sequence_reference, s=starts))
+        graph_cells = "- | - | -"
+        if cuda:
+            plain_graph = timed(graphed(run(outputs_sized, s=no_starts, sizes=(M, L))))
+            resets_graph = timed(graphed(run(outputs_capacity, s=starts)))
+            graph_cells = (
+                f"{plain_graph:.2f} | {resets_graph:.2f} | {resets_graph / plain_graph:.2f}"
+            )
         rows.append(
             f"| {kind} | {L} x {M} | {H} | {p} | {plain:.2f} | {fused:.2f} | "
-            f"{fused / plain:.2f} | {sized:.2f} | {sized / plain:.2f} | {packed:.2f} | {loop:.2f} |"
+            f"{fused / plain:.2f} | {sized:.2f} | {sized / plain:.2f} | {packed:.2f} | {loop:.2f} "
+            f"| {graph_cells} |"
         )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return f"device: {device} ({name})\n" + "\n".join(rows)

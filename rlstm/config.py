@@ -140,6 +140,13 @@ class PPOConfig:
         "through hundreds of steps are smaller than 1e-5)",
         default=1e-5,
     )
+    overlap_update: bool = doc(
+        "run each update while the next rollout is collected: its minibatch steps are "
+        "interleaved, in order, between env steps, so acting continues with weights the "
+        "update is changing (hides the update behind emulation with env.num_groups > 1; "
+        "needs state_refresh=none and burn_in=0)",
+        default=False,
+    )
     max_nonfinite_updates: int = doc(
         "stop after this many consecutive updates skipped for a NaN/Inf loss or gradient",
         default=5,
@@ -453,6 +460,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"ppo.burn_in={p.burn_in} with ppo.state_refresh=epoch: refresh already recomputes "
             "exact chunk start states; use one or the other"
+        )
+    if p.overlap_update and (p.burn_in or p.state_refresh != "none"):
+        raise ConfigError(
+            f"ppo.overlap_update=true with ppo.burn_in={p.burn_in} / "
+            f"ppo.state_refresh={p.state_refresh}: both reread the rollout every epoch, "
+            "which the next rollout overwrites; turn them off or the overlap"
         )
     if p.burn_in >= p.num_steps:
         raise ConfigError(f"ppo.burn_in={p.burn_in} must be < ppo.num_steps={p.num_steps}")

@@ -49,6 +49,16 @@ def segment_sizes(starts: Tensor, groups: Tensor) -> list[tuple[int, int]]:
     return [(int(n), int(m)) for n, m in per_group.tolist()]
 
 
+def segment_capacity(num_chunks: int, segments: int, length: int) -> int:
+    """A static segment count for ``num_chunks`` chunks of ``length`` steps holding
+    ``segments`` segments: the smallest ``num_chunks * 2^k`` that fits, at most one segment
+    per step. Few distinct values, so a CUDA graph per value covers a whole run."""
+    capacity = num_chunks
+    while capacity < segments:
+        capacity *= 2
+    return min(capacity, num_chunks * length)
+
+
 class RecurrentCore(nn.Module):
     """``kind`` in lstm | gru | none; ``none`` is a memoryless ReLU layer of the same width.
 

@@ -12,6 +12,7 @@ so the step equals one process's step on the union of the ranks' minibatches.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Generator
 from typing import Protocol
 
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from rlstm import distributed
 from rlstm.buffer import Chunks, RolloutBuffer
 from rlstm.config import PPOConfig
-from rlstm.core import segment_sizes
+from rlstm.core import segment_capacity, segment_sizes
 
 
 class Policy(Protocol):
@@ -247,13 +248,6 @@ class GraphedMinibatchStep:
         self.graphs.clear()  # they read the old tensors
         self.eager_steps.clear()
 
-    def capacity(self, num_chunks: int, segments: int) -> int:
-        assert self.chunks is not None, "load() the chunks first"
-        cap = num_chunks
-        while cap < segments:
-            cap *= 2
-        return min(cap, num_chunks * self.chunks.starts.shape[0])
-
     def _step(self, cap: int) -> tuple[Tensor, dict[str, Tensor]]:
         assert self.chunks is not None and self.idx is not None
         mb = Chunks(*(field[:, self.idx] for field in self.chunks))
@@ -268,7 +262,8 @@ class GraphedMinibatchStep:
             self.graphs.clear()
             self.eager_steps.clear()
         self.idx.copy_(idx)
-        cap = self.capacity(idx.numel(), segments)
+        assert self.chunks is not None, "load() the chunks first"
+        cap = segment_capacity(idx.numel(), segments, self.chunks.starts.shape[0])
         if cap in self.graphs:
             graph, out = self.graphs[cap]
             graph.replay()
@@ -318,7 +313,57 @@ def update(
     (minibatches whose loss or gradient was not finite: never applied) and ``epochs`` run.
     With ``graphed`` (CUDA) each minibatch step is replayed from a CUDA graph.
     """
-    chunks = buffer.chunks(cfg.bptt_len)
+    return finish(update_steps(agent, params, optimizer, buffer, cfg, generator, graphed))
+
+
+def finish(steps: Generator[None, None, dict[str, float]]) -> dict[str, float]:
+    """Run the rest of an :func:`update_steps` generator; return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def update_steps(
+    agent: Policy,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    buffer: RolloutBuffer,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+    graphed: GraphedMinibatchStep | None = None,
+) -> Generator[None, None, dict[str, float]]:
+    """:func:`update` one minibatch step at a time: a generator that yields after each step
+    and returns the result. What it needs from ``buffer`` is copied here, before the
+    generator is returned, so the buffer may take the next rollout while the steps run
+    (``ppo.overlap_update``); not with ``ppo.state_refresh=epoch`` or ``ppo.burn_in``,
+    which reread it every epoch."""
+    chunks = buffer.chunks(cfg.bptt_len)  # a copy
+    y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
+    if distributed.is_distributed():  # over every rank's rollout
+        var_y = distributed.mean_var(y_true)[1]
+        var_residual = distributed.mean_var(y_true - y_pred)[1]
+    else:
+        var_y = y_true.var()
+        var_residual = (y_true - y_pred).var()
+    return _update_steps(
+        agent, params, optimizer, buffer, cfg, generator, graphed, chunks, var_y, var_residual
+    )
+
+
+def _update_steps(
+    agent: Policy,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    buffer: RolloutBuffer,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+    graphed: GraphedMinibatchStep | None,
+    chunks: Chunks,
+    var_y: Tensor,
+    var_residual: Tensor,
+) -> Generator[None, None, dict[str, float]]:
     num_chunks = chunks.starts.shape[1]
     per_mb = num_chunks // cfg.num_minibatches
     device = chunks.starts.device
@@ -349,6 +394,7 @@ def update(
             epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
             applied += ok
             tried += 1
+            yield
         totals += epoch
         epochs_run += 1
         epoch_kl = epoch[LOSS_KEYS.index("approx_kl")]
@@ -358,13 +404,6 @@ def update(
     steps = int(applied)
     skipped = tried - steps
     result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
-    y_pred, y_true = buffer.values.flatten(), buffer.returns.flatten()
-    if distributed.is_distributed():  # over every rank's rollout
-        var_y = distributed.mean_var(y_true)[1]
-        var_residual = distributed.mean_var(y_true - y_pred)[1]
-    else:
-        var_y = y_true.var()
-        var_residual = (y_true - y_pred).var()
     result["explained_variance"] = float("nan") if var_y == 0 else float(1 - var_residual / var_y)
     result["skipped_updates"] = float(skipped)
     result["applied_updates"] = float(steps)

@@ -17,7 +17,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -31,7 +31,13 @@ from rlstm.buffer import RolloutBuffer, compute_gae
 from rlstm.config import Config, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
-from rlstm.ppo import LOSS_KEYS, GraphedMinibatchStep, set_learning_rate, update
+from rlstm.ppo import (
+    LOSS_KEYS,
+    GraphedMinibatchStep,
+    finish,
+    set_learning_rate,
+    update_steps,
+)
 from rlstm.vec import StepResult, VecEnv
 
 
@@ -135,6 +141,10 @@ class Trainer:
         self.action_gen.manual_seed(self.seed + 1)
         self.shuffle_gen = torch.Generator()
         self.shuffle_gen.manual_seed(cfg.run.seed + 2)  # the same chunk order on every rank
+        # ppo.overlap_update: the update still running and the results of finished ones
+        self.pending_update: Generator[None, None, dict[str, float]] | None = None
+        self.finished_updates: list[dict[str, float]] = []
+        self.interleaved = (0, 0.0)
         self.iteration = 0
         self.global_step = 0
         self.best_mean_return = -math.inf
@@ -253,11 +263,35 @@ class Trainer:
         An env with ``groups`` (``env.num_groups > 1`` on Atari) is stepped group by group
         with ``send`` / ``recv``: while the policy acts for group g, the emulators of the
         other groups run. Per group and step the policy sees exactly what it would see
-        stepping the groups one after another, so the overlap changes timing only."""
+        stepping the groups one after another, so the overlap changes timing only.
+
+        With ``ppo.overlap_update`` the previous rollout's update (``self.pending_update``)
+        advances one minibatch step at a time at evenly spaced env steps, right after a
+        group's actions are sent, so its GPU work runs while the emulators do; a finished
+        update's result goes to ``self.finished_updates``, and ``self.interleaved`` holds
+        the steps run here and their seconds."""
         T, B = self.cfg.ppo.num_steps, self.env.num_envs
         groups = list(getattr(self.env, "groups", None) or [self.env])
         G = len(groups)
         overlap = G > 1
+        p = self.cfg.ppo
+        stride = max(1, (T * G) // (p.update_epochs * p.num_minibatches))
+        done_steps, update_time = 0, 0.0
+
+        def advance(group_step: int) -> None:
+            nonlocal done_steps, update_time
+            if self.pending_update is None or group_step % stride:
+                return
+            t0 = time.perf_counter()
+            try:
+                with torch.enable_grad():  # collect runs under no_grad
+                    next(self.pending_update)
+                done_steps += 1
+            except StopIteration as stop:
+                self.finished_updates.append(stop.value)
+                self.pending_update = None
+            update_time += time.perf_counter() - t0
+
         size = B // G
         cols = [slice(g * size, (g + 1) * size) for g in range(G)]
         obs = [self.next_obs[c] for c in cols]
@@ -281,12 +315,14 @@ class Trainer:
                 if overlap:
                     groups[g].send(action)
                     act_time += time.perf_counter() - t0
+                    advance(t * G + g)
                     continue
                 t1 = time.perf_counter()
                 result = self.env.step(action)
                 env_time += time.perf_counter() - t1
                 act_time += t1 - t0
                 obs[g], starts[g] = self._record(t, cols[g], result, episodes)
+                advance(t)
         if overlap:
             for g in range(G):
                 t0 = time.perf_counter()
@@ -297,6 +333,7 @@ class Trainer:
         self.next_state = state[0] if G == 1 else torch.cat(state, dim=1)
         self.next_starts = starts[0] if G == 1 else torch.cat(starts)
         self.buffer.next_state.copy_(self.next_state)
+        self.interleaved = (done_steps, update_time)
         return (*episodes, act_time, env_time)
 
     def _act(
@@ -395,11 +432,12 @@ class Trainer:
                     frac = 1.0 - self.iteration / num_iterations
                     set_learning_rate(self.optimizer, frac * p.learning_rate)
                 ep_returns, ep_lengths, ep_done, act_time, env_time = self.collect()
+                update_time = self.interleaved[1]
                 step_before = self.global_step
                 self.global_step += cfg.batch_size
+                update_time += self._finish_update()  # the previous rollout's (overlap)
                 self.advantages()
-                t_update = time.perf_counter()
-                stats = update(
+                self.pending_update = update_steps(
                     self.agent,
                     self.params,
                     self.optimizer,
@@ -408,10 +446,26 @@ class Trainer:
                     self.shuffle_gen,
                     self.graphed,
                 )
-                update_time = time.perf_counter() - t_update
+                if not p.overlap_update:
+                    update_time += self._finish_update()
                 self.iteration += 1
+                every = cfg.run.checkpoint_every
+                out_of_time = 0 < cfg.run.time_limit <= time.perf_counter() - wall_start
+                stop_signal = self._stop_signal
+                if self.world > 1:
+                    out_of_time, stop_signal = self._agree(out_of_time, stop_signal)
+                save = (
+                    bool(every and self.iteration % every == 0)
+                    or self.iteration == num_iterations
+                    or out_of_time
+                    or stop_signal is not None
+                )
+                if save:  # a checkpoint never holds a half-done update
+                    update_time += self._finish_update()
                 self._log_episodes(logger, ep_returns, ep_lengths, ep_done, step_before)
-                self._check_finite(stats)
+                finished, self.finished_updates = self.finished_updates, []
+                for stats in finished:
+                    self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
                 split["act"] += act_time
@@ -419,9 +473,11 @@ class Trainer:
                 split["update"] += update_time
                 split["other"] += now - it_start - act_time - env_time - update_time
                 iterations_here += 1
-                for key in (*LOSS_KEYS, "explained_variance"):
-                    logger.record(f"losses/{key}", stats[key])
-                logger.record("losses/skipped_updates", stats["skipped_updates"])
+                if finished:  # none in the first iteration of an overlapped run
+                    stats = finished[-1]
+                    for key in (*LOSS_KEYS, "explained_variance"):
+                        logger.record(f"losses/{key}", stats[key])
+                    logger.record("losses/skipped_updates", stats["skipped_updates"])
                 logger.record("charts/learning_rate", float(self.optimizer.param_groups[0]["lr"]))
                 logger.record("charts/SPS", cfg.batch_size / max(now - it_start, 1e-9))
                 logger.record("perf/act_time", act_time)
@@ -437,21 +493,11 @@ class Trainer:
                     log_rollout_diagnostics(
                         self.agent, self.buffer, logger.writer, self.global_step
                     )
-                every = cfg.run.checkpoint_every
-                out_of_time = 0 < cfg.run.time_limit <= self.elapsed
-                stop_signal = self._stop_signal
-                if self.world > 1:
-                    out_of_time, stop_signal = self._agree(out_of_time, stop_signal)
-                if (
-                    (every and self.iteration % every == 0)
-                    or self.iteration == num_iterations
-                    or out_of_time
-                ):
-                    self.save()
+                if save:
+                    path = self.save()
                 if out_of_time:
                     break
                 if stop_signal is not None:
-                    path = self.save()
                     launch = "torchrun [same options] -m rlstm" if self.world > 1 else "rlstm"
                     raise TrainingStopped(
                         f"stopped by {stop_signal} after iteration {self.iteration}; "
@@ -536,6 +582,15 @@ class Trainer:
             self.best_mean_return = max(
                 self.best_mean_return, sum(self.recent_returns) / len(self.recent_returns)
             )
+
+    def _finish_update(self) -> float:
+        """Run the pending update's remaining minibatch steps; return the seconds spent."""
+        if self.pending_update is None:
+            return 0.0
+        t0 = time.perf_counter()
+        self.finished_updates.append(finish(self.pending_update))
+        self.pending_update = None
+        return time.perf_counter() - t0
 
     def _check_finite(self, stats: dict[str, float]) -> None:
         if stats["skipped_updates"] and not stats["applied_updates"]:

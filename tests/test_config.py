@@ -84,6 +84,9 @@ def test_inconsistent_recurrent_settings_rejected() -> None:
         build_config(overrides=["ppo.burn_in=4", "ppo.state_refresh=epoch"])
     with pytest.raises(ConfigError, match="core=none has no state"):
         build_config(overrides=["agent.core=none", "ppo.state_refresh=epoch"])
+    for setting in ("ppo.state_refresh=epoch", "ppo.burn_in=4"):
+        with pytest.raises(ConfigError, match="overlap_update=true with ppo.burn_in"):
+            build_config(overrides=["ppo.overlap_update=true", setting])
 
 
 def test_yaml_file_errors(tmp_path: Path) -> None:

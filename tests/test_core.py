@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlstm.core import RecurrentCore, segment_sizes
+from rlstm.core import RecurrentCore, segment_capacity, segment_sizes
 
 
 def _inputs(core: RecurrentCore, L: int, M: int, p_start: float, seed: int):
@@ -55,6 +55,19 @@ def test_segment_sizes_count_each_group_of_chunks() -> None:
             longest = max(longest, *lengths)
         expected.append((segments, longest))
     assert segment_sizes(starts, groups) == expected
+
+
+def test_segment_capacity_rounds_up_to_a_doubling_of_the_chunks() -> None:
+    # 16 chunks of 32 steps: 16 segments fit 16, then 32, 64, ... up to one per step
+    assert [segment_capacity(16, n, 32) for n in (16, 17, 32, 33, 100, 512)] == [
+        16,
+        32,
+        32,
+        64,
+        128,
+        512,
+    ]
+    assert segment_capacity(16, 300, 20) == 320  # 16 * 20 steps: never more
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

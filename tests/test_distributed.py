@@ -217,7 +217,7 @@ def _worker_train(out: str) -> None:
 
     # only rank 1 sees a SIGTERM, during its 2nd update: both ranks must stop after it
     cut = trainer("cut")
-    real_update, calls = rlstm.trainer.update, {"n": 0}
+    real_update, calls = rlstm.trainer.update_steps, {"n": 0}
 
     def update_and_signal(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -225,7 +225,7 @@ def _worker_train(out: str) -> None:
             cut._stop_signal = "SIGTERM"
         return real_update(*args, **kwargs)
 
-    rlstm.trainer.update = update_and_signal  # type: ignore[assignment]
+    rlstm.trainer.update_steps = update_and_signal  # type: ignore[assignment]
     try:
         cut.train()
         raise AssertionError("training was not stopped")
@@ -233,7 +233,7 @@ def _worker_train(out: str) -> None:
         assert exc.exit_code == 143 and "stopped by SIGTERM after iteration 2" in str(exc), exc
         assert "torchrun [same options] -m rlstm train --resume" in str(exc), exc
     finally:
-        rlstm.trainer.update = real_update
+        rlstm.trainer.update_steps = real_update
     record(cut, "stopped")
     if r == 0:  # keep the stop's checkpoint; the resumed run overwrites it
         shutil.copy(Path(out) / "cut" / checkpoint.LATEST, Path(out) / "stopped.pt")

@@ -131,6 +131,7 @@ def test_graphed_update_equals_eager() -> None:
     torch.backends.cudnn.allow_tf32 = False
     agent, buf = _cuda_rollout()
     twin = copy.deepcopy(agent)
+    twin.core.rnn.flatten_parameters()  # deepcopy leaves cuDNN's weights uncompacted
     cfg = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=4)
     eager_params, graph_params = list(agent.parameters()), list(twin.parameters())
     eager_opt = torch.optim.Adam(eager_params, lr=1e-3, fused=True)
@@ -183,6 +184,27 @@ def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
     assert all(isinstance(g["lr"], float) for g in saved["optimizer"]["param_groups"])
     assert main(["train", "--resume", str(tmp_path / "g"), "ppo.total_timesteps=65536"]) == 0
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["steps"] == 65536
+
+
+def test_overlapped_graphed_update_trains_on_cuda(tmp_path: Path) -> None:
+    """``ppo.overlap_update`` with CUDA-graph minibatch steps interleaved between env steps:
+    the run completes with finite losses and the update steps ran inside the rollouts."""
+    args = [
+        "train",
+        "env.id=RepeatPreviousEasy",
+        "env.num_envs=256",
+        "ppo.num_steps=32",
+        "ppo.bptt_len=16",
+        "ppo.total_timesteps=65536",
+        "ppo.overlap_update=true",
+        "run.device=cuda",
+        "run.progress=false",
+        f"run.out_dir={tmp_path}",
+        "run.run_name=o",
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["steps"] == 65536 and summary["time_split_seconds"]["update"] > 0
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "cnn"])

@@ -56,3 +56,50 @@ def test_device_skip_equals_host_skip(monkeypatch: pytest.MonkeyPatch) -> None:
         assert device_stats[key] == pytest.approx(host_stats[key], rel=1e-4, abs=1e-6), key
     for key, value in host.state_dict().items():  # fused and foreach Adam round differently
         torch.testing.assert_close(device.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+def _tiny_trainer(tmp_path, overrides=()):  # type: ignore[no-untyped-def]
+    from conftest import TINY_RUN
+
+    from rlstm.cli import make_agent, make_env, setup_torch
+    from rlstm.config import build_config
+    from rlstm.trainer import Trainer
+
+    cfg = build_config(None, [*TINY_RUN, "run.device=cpu", *overrides])
+    device = setup_torch(cfg)
+    env = make_env(cfg, device)
+    return Trainer(cfg, env, make_agent(cfg, env), tmp_path, device)
+
+
+def test_update_interleaved_with_the_next_rollout_equals_update(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``ppo.overlap_update``: the update of rollout k, run one minibatch step at a time
+    between the env steps of rollout k+1, ends with the weights and statistics that the
+    plain update of rollout k gives, though the buffer is overwritten meanwhile."""
+    from rlstm.ppo import update, update_steps
+
+    overlapped = _tiny_trainer(tmp_path / "a", ["ppo.overlap_update=true"])
+    plain = _tiny_trainer(tmp_path / "b")
+    for trainer in (overlapped, plain):
+        trainer.collect()
+        trainer.advantages()
+    args = [overlapped.agent, overlapped.params, overlapped.optimizer, overlapped.buffer]
+    overlapped.pending_update = update_steps(
+        *args, overlapped.cfg.ppo, overlapped.shuffle_gen, None
+    )
+    before = [p.detach().clone() for p in overlapped.params]
+    first_obs = overlapped.buffer.obs[0].clone()
+    overlapped.collect()  # runs the pending update's steps between its env steps
+    assert not torch.equal(first_obs, overlapped.buffer.obs[0])  # the buffer moved on
+    steps = overlapped.cfg.ppo.update_epochs * overlapped.cfg.ppo.num_minibatches
+    assert overlapped.interleaved[0] == steps
+    # finished inside collect, or by the trainer's next call of the generator
+    assert overlapped.pending_update is not None or overlapped.finished_updates
+    overlapped._finish_update()
+    (got,) = overlapped.finished_updates
+    want = update(
+        plain.agent, plain.params, plain.optimizer, plain.buffer, plain.cfg.ppo, plain.shuffle_gen
+    )
+    assert got == pytest.approx(want, nan_ok=True)
+    for a, b in zip(overlapped.params, plain.params, strict=True):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, p0) for a, p0 in zip(overlapped.params, before))

@@ -38,7 +38,7 @@ def _returns(run: Path) -> list[tuple[int, float]]:
 
 def _interrupt_at_update(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
     """Deliver SIGTERM to this process during the k-th PPO update (a real signal)."""
-    real_update = rlstm.trainer.update
+    real_update = rlstm.trainer.update_steps
     calls = {"n": 0}
 
     def update(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -47,7 +47,7 @@ def _interrupt_at_update(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(rlstm.trainer, "update", update)
+    monkeypatch.setattr(rlstm.trainer, "update_steps", update)
 
 
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(
