@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlstm.cli import make_agent, make_env, reward_transform, setup_torch  # noqa: E402
-from rlstm.config import build_config  # noqa: E402
+from rlstm.config import PPOConfig, build_config  # noqa: E402
 from rlstm.ppo import GraphedMinibatchStep, update  # noqa: E402
 from rlstm.trainer import Trainer  # noqa: E402
 
@@ -63,6 +63,17 @@ def main() -> None:
         f"bptt {p.bptt_len}; device {device}"
     )
 
+    def run_update(ppo: PPOConfig, graphed: GraphedMinibatchStep | None) -> None:
+        update(
+            trainer.agent,
+            trainer.params,
+            trainer.optimizer,
+            trainer.buffer,
+            ppo,
+            trainer.shuffle_gen,
+            graphed,
+        )
+
     def iteration() -> dict[str, float]:
         t0 = time.perf_counter()
         *_, act_time, env_time = trainer.collect()
@@ -71,15 +82,7 @@ def main() -> None:
         trainer.advantages()
         sync(device)
         t2 = time.perf_counter()
-        update(
-            trainer.agent,
-            trainer.params,
-            trainer.optimizer,
-            trainer.buffer,
-            p,
-            trainer.shuffle_gen,
-            trainer.graphed,
-        )
+        run_update(p, trainer.graphed)
         sync(device)
         t3 = time.perf_counter()
         return {
@@ -117,15 +120,7 @@ def main() -> None:
             trainer.advantages()
             sync(device)
         with torch.profiler.record_function("update"):
-            update(
-                trainer.agent,
-                trainer.params,
-                trainer.optimizer,
-                trainer.buffer,
-                p,
-                trainer.shuffle_gen,
-                trainer.graphed,
-            )
+            run_update(p, trainer.graphed)
             sync(device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=30))
@@ -162,15 +157,7 @@ def main() -> None:
         for _ in range(args.repeat + 1):
             sync(device)
             t0 = time.perf_counter()
-            update(
-                trainer.agent,
-                trainer.params,
-                trainer.optimizer,
-                trainer.buffer,
-                q,
-                trainer.shuffle_gen,
-                graphed,
-            )
+            run_update(q, graphed)
             sync(device)
             times.append(time.perf_counter() - t0)
         best = sorted(times[1:])[len(times[1:]) // 2]

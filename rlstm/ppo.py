@@ -347,65 +347,54 @@ def update_steps(
     else:
         var_y = y_true.var()
         var_residual = (y_true - y_pred).var()
-    return _update_steps(
-        agent, params, optimizer, buffer, cfg, generator, graphed, chunks, var_y, var_residual
-    )
 
-
-def _update_steps(
-    agent: Policy,
-    params: list[nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    buffer: RolloutBuffer,
-    cfg: PPOConfig,
-    generator: torch.Generator,
-    graphed: GraphedMinibatchStep | None,
-    chunks: Chunks,
-    var_y: Tensor,
-    var_residual: Tensor,
-) -> Generator[None, None, dict[str, float]]:
-    num_chunks = chunks.starts.shape[1]
-    per_mb = num_chunks // cfg.num_minibatches
-    device = chunks.starts.device
-    totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
-    applied = torch.zeros((), device=device)
-    tried = 0
-    epochs_run = 0
-    for _ in range(cfg.update_epochs):
-        if cfg.state_refresh == "epoch":
-            start_states = refresh_states(agent, buffer, cfg.bptt_len)
-        elif cfg.burn_in:
-            start_states = burn_in_states(agent, buffer, cfg.bptt_len, cfg.burn_in)
-        else:
-            start_states = chunks.states
-        order = torch.randperm(num_chunks, generator=generator).to(device)
-        groups = order.view(cfg.num_minibatches, per_mb)
-        sizes = segment_sizes(chunks.starts, groups)  # the epoch's sync (with target_kl's)
-        epoch_chunks = chunks._replace(states=start_states)
-        if graphed is not None:
-            graphed.load(epoch_chunks)
-        epoch = torch.zeros_like(totals)
-        for i, idx in enumerate(groups):
-            if graphed is not None:
-                ok, stats = graphed(idx, sizes[i][0])
+    def minibatch_steps() -> Generator[None, None, dict[str, float]]:
+        num_chunks = chunks.starts.shape[1]
+        per_mb = num_chunks // cfg.num_minibatches
+        device = chunks.starts.device
+        totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
+        applied = torch.zeros((), device=device)
+        tried = 0
+        epochs_run = 0
+        for _ in range(cfg.update_epochs):
+            if cfg.state_refresh == "epoch":
+                start_states = refresh_states(agent, buffer, cfg.bptt_len)
+            elif cfg.burn_in:
+                start_states = burn_in_states(agent, buffer, cfg.bptt_len, cfg.burn_in)
             else:
-                mb = Chunks(*(field[:, idx] for field in epoch_chunks))
-                ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
-            epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
-            applied += ok
-            tried += 1
-            yield
-        totals += epoch
-        epochs_run += 1
-        epoch_kl = epoch[LOSS_KEYS.index("approx_kl")]
-        if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
-            break
+                start_states = chunks.states
+            order = torch.randperm(num_chunks, generator=generator).to(device)
+            groups = order.view(cfg.num_minibatches, per_mb)
+            sizes = segment_sizes(chunks.starts, groups)  # the epoch's sync (with target_kl's)
+            epoch_chunks = chunks._replace(states=start_states)
+            if graphed is not None:
+                graphed.load(epoch_chunks)
+            epoch = torch.zeros_like(totals)
+            for i, idx in enumerate(groups):
+                if graphed is not None:
+                    ok, stats = graphed(idx, sizes[i][0])
+                else:
+                    mb = Chunks(*(field[:, idx] for field in epoch_chunks))
+                    ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
+                epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
+                applied += ok
+                tried += 1
+                yield
+            totals += epoch
+            epochs_run += 1
+            epoch_kl = epoch[LOSS_KEYS.index("approx_kl")]
+            if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
+                break
 
-    steps = int(applied)
-    skipped = tried - steps
-    result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
-    result["explained_variance"] = float("nan") if var_y == 0 else float(1 - var_residual / var_y)
-    result["skipped_updates"] = float(skipped)
-    result["applied_updates"] = float(steps)
-    result["epochs"] = float(epochs_run)
-    return result
+        steps = int(applied)
+        skipped = tried - steps
+        result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
+        result["explained_variance"] = (
+            float("nan") if var_y == 0 else float(1 - var_residual / var_y)
+        )
+        result["skipped_updates"] = float(skipped)
+        result["applied_updates"] = float(steps)
+        result["epochs"] = float(epochs_run)
+        return result
+
+    return minibatch_steps()
