@@ -326,6 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.compare,
                 args.torch_threads,
                 args.env_threads,
+                sb3_envs=args.sb3_envs,
                 sb3_vec=args.sb3_vec,
                 overrides=args.set,
             )
@@ -578,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", default=None, help="atari: (default configs/atari/pong.yaml)")
     bench.add_argument("--compare", choices=["sb3"], default=None, help="atari: also time sb3")
     bench.add_argument("--sb3-vec", choices=["subproc", "dummy"], default="subproc")
+    bench.add_argument(
+        "--sb3-envs",
+        type=int,
+        default=None,
+        help="atari: sb3-contrib's env count (default --num-envs; the sb3 zoo's Atari PPO uses 8)",
+    )
     bench.add_argument("--torch-threads", type=int, default=1, help="atari (default 1)")
     bench.add_argument(
         "--env-threads", type=int, default=None, help="atari: default cores - torch threads"

@@ -83,3 +83,17 @@ def test_compare_sb3_row_and_speedup() -> None:
     table = atari_bench.format_table(result)
     assert "| sb3-contrib RecurrentPPO (DummyVecEnv" in table
     assert f"rlstm / sb3-contrib: {result['speedup_vs_sb3']:.2f}x" in table
+
+
+def test_cli_passes_sb3_envs_to_the_bench(monkeypatch, capsys) -> None:
+    """``--sb3-envs`` sets sb3-contrib's own env count (its zoo runs Atari PPO with 8)."""
+    seen = {}
+
+    def fake_bench(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        raise atari_bench.BenchError("stop here")
+
+    monkeypatch.setattr(atari_bench, "bench", fake_bench)
+    assert main(["bench", "atari", "--compare", "sb3", "--sb3-envs", "8"]) == 2
+    assert seen["sb3_envs"] == 8 and seen["sb3_vec"] == "subproc"
+    assert "stop here" in capsys.readouterr().err
