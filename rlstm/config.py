@@ -144,7 +144,8 @@ class PPOConfig:
         "run each update while the next rollout is collected: its minibatch steps are "
         "interleaved, in order, between env steps, so acting continues with weights the "
         "update is changing (hides the update behind emulation with env.num_groups > 1; "
-        "needs state_refresh=none and burn_in=0)",
+        "losses are charted when an update finishes; needs state_refresh=none, burn_in=0 "
+        "and a single process)",
         default=False,
     )
     max_nonfinite_updates: int = doc(
@@ -186,8 +187,9 @@ class RunConfig:
     cuda_graph_update: int = doc(
         "CUDA, single process: replay each PPO minibatch step from a CUDA graph when a "
         "minibatch holds at most this many env steps (small ones are bound by kernel "
-        "launches, large ones by the GPU; 0 = never)",
-        default=65536,
+        "launches, large ones by the GPU; one graph per segment capacity, each holding a "
+        "minibatch's activations; 0 = never)",
+        default=16384,
     )
     log_episodes: int = doc(
         "most finished episodes per iteration written to charts/episodic_* (an even "

@@ -53,6 +53,7 @@ def segment_capacity(num_chunks: int, segments: int, length: int) -> int:
     """A static segment count for ``num_chunks`` chunks of ``length`` steps holding
     ``segments`` segments: the smallest ``num_chunks * 2^k`` that fits, at most one segment
     per step. Few distinct values, so a CUDA graph per value covers a whole run."""
+    assert num_chunks > 0, "no chunks"
     capacity = num_chunks
     while capacity < segments:
         capacity *= 2
@@ -238,6 +239,11 @@ class RecurrentCore(nn.Module):
         if not need_state:
             out, _ = self._run(padded, seg_state)
             return out[offset, seg_id].view(M, L, -1).transpose(0, 1), None
+        if not bool(used.all()):  # this path syncs for the lengths anyway
+            raise ValueError(
+                f"sizes={sizes}: more segments than the chunks hold; a static capacity "
+                "works only with need_state=False"
+            )
         end = torch.full((1,), M * L, device=x.device, dtype=torch.long)
         lengths = torch.diff(seg_first, append=end)  # segments are contiguous in flat order
         packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)

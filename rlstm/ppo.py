@@ -218,6 +218,8 @@ class GraphedMinibatchStep:
     requires), the next is captured and replayed. The optimizer must be a fused Adam with
     ``capturable=True`` and a tensor learning rate (set it with :func:`set_learning_rate`).
     If capture fails the steps stay eager with a warning: same numbers, only slower.
+    A replay returns the same output tensors every time, overwritten by the next replay:
+    read them before the next call (:func:`update_steps` does).
     """
 
     def __init__(

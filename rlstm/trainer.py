@@ -213,8 +213,12 @@ class Trainer:
     def _load(self, data: dict[str, Any]) -> None:
         self.agent.load_state_dict(data["agent"])
         self.optimizer.load_state_dict(data["optimizer"])
-        if self.graph_update:  # the captured step reads the rate from device memory
-            for group in self.optimizer.param_groups:
+        for group in self.optimizer.param_groups:
+            # the saved groups carry the saving run's kernel choice: this run's applies
+            # (a CUDA-graph step needs capturable Adam, found_inf needs the fused one)
+            group["fused"] = self.optimizer.defaults["fused"]
+            group["capturable"] = self.optimizer.defaults["capturable"]
+            if self.graph_update:  # the captured step reads the rate from device memory
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.iteration = int(data["iteration"])
         self.global_step = int(data["global_step"])
@@ -428,14 +432,14 @@ class Trainer:
                 it_start = time.perf_counter()
                 if iterations_here == 1:
                     after_first = (self.global_step, it_start)
-                if p.anneal_lr:
-                    frac = 1.0 - self.iteration / num_iterations
-                    set_learning_rate(self.optimizer, frac * p.learning_rate)
                 ep_returns, ep_lengths, ep_done, act_time, env_time = self.collect()
                 update_time = self.interleaved[1]
                 step_before = self.global_step
                 self.global_step += cfg.batch_size
                 update_time += self._finish_update()  # the previous rollout's (overlap)
+                if p.anneal_lr:  # the rate of this rollout's update, wherever its steps run
+                    frac = 1.0 - self.iteration / num_iterations
+                    set_learning_rate(self.optimizer, frac * p.learning_rate)
                 self.advantages()
                 self.pending_update = update_steps(
                     self.agent,

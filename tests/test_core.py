@@ -57,6 +57,17 @@ def test_segment_sizes_count_each_group_of_chunks() -> None:
     assert segment_sizes(starts, groups) == expected
 
 
+def test_capacity_with_final_state_is_refused() -> None:
+    """Padding segments have no final state: with ``need_state=True`` the sizes must be the
+    chunks' own, and a larger count is a clear error rather than a wrong state."""
+    core = RecurrentCore("lstm", 3, 4).double()
+    x, state, starts = _inputs(core, L=5, M=2, p_start=0.3, seed=0)
+    segments, longest = segment_sizes(starts, torch.arange(2)[None])[0]
+    core.sequence(x, state, starts, method="segments", sizes=(segments, longest))
+    with pytest.raises(ValueError, match="static capacity works only with need_state=False"):
+        core.sequence(x, state, starts, method="segments", sizes=(segments + 2, longest))
+
+
 def test_segment_capacity_rounds_up_to_a_doubling_of_the_chunks() -> None:
     # 16 chunks of 32 steps: 16 segments fit 16, then 32, 64, ... up to one per step
     assert [segment_capacity(16, n, 32) for n in (16, 17, 32, 33, 100, 512)] == [

@@ -215,7 +215,7 @@ def _worker_train(out: str) -> None:
     full.train()
     record(full, "full")
 
-    # only rank 1 sees a SIGTERM, during its 2nd update: both ranks must stop after it
+    # only rank 1 sees a SIGTERM, as its 2nd update starts: both ranks must stop after it
     cut = trainer("cut")
     real_update, calls = rlstm.trainer.update_steps, {"n": 0}
 

@@ -121,8 +121,8 @@ def test_update_syncs_per_epoch_not_per_minibatch(monkeypatch: pytest.MonkeyPatc
 
 def test_graphed_update_equals_eager() -> None:
     """Updates replayed from CUDA graphs (capturable fused Adam, tensor learning rate)
-    leave the same weights and statistics as eager updates, with the learning rate
-    changed between updates reaching the graphs."""
+    leave the same weights and statistics as eager updates, with new rollout data and a new
+    learning rate between updates reaching the graphs."""
     import copy
 
     from rlstm.ppo import GraphedMinibatchStep, set_learning_rate, update
@@ -139,7 +139,9 @@ def test_graphed_update_equals_eager() -> None:
         graph_params, lr=torch.tensor(1e-3, device="cuda"), fused=True, capturable=True
     )
     graphed = GraphedMinibatchStep(twin, graph_params, graph_opt, cfg)
-    for lr in (1e-3, 5e-4, 2e-4):
+    for i, lr in enumerate((1e-3, 5e-4, 2e-4)):
+        buf.obs += 0.5 * i  # new data: load() must copy it into the graphs' static chunks
+        buf.advantages = buf.advantages.flip(0) * (1 + i)
         set_learning_rate(eager_opt, lr)
         set_learning_rate(graph_opt, lr)
         want = update(agent, eager_params, eager_opt, buf, cfg, torch.Generator().manual_seed(0))
@@ -157,22 +159,57 @@ def test_graphed_update_equals_eager() -> None:
     assert any(moved)
 
 
-def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
-    code = main(
-        [
-            "train",
-            "env.id=RepeatPreviousEasy",
-            "env.num_envs=256",
-            "ppo.num_steps=32",
-            "ppo.bptt_len=16",
-            "ppo.total_timesteps=32768",
-            "ppo.state_refresh=epoch",
-            "run.device=cuda",
-            "run.progress=false",
-            f"run.out_dir={tmp_path}",
-            "run.run_name=g",
-        ]
+def test_graphed_update_skips_nonfinite_steps_on_the_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A NaN loss inside a captured step reaches Adam as ``found_inf``: replayed steps leave
+    the weights as they were and count as skipped."""
+    import rlstm.ppo
+    from rlstm.ppo import GraphedMinibatchStep, update
+
+    real = rlstm.ppo.minibatch_loss
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(rlstm.ppo, "minibatch_loss", poisoned)
+    agent, buf = _cuda_rollout()
+    params = list(agent.parameters())
+    opt = torch.optim.Adam(
+        params, lr=torch.tensor(1e-3, device="cuda"), fused=True, capturable=True
     )
+    cfg = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=4)
+    graphed = GraphedMinibatchStep(agent, params, opt, cfg)
+    before = [p.detach().clone() for p in params]
+    stats = update(agent, params, opt, buf, cfg, torch.Generator().manual_seed(0), graphed)
+    assert graphed.graphs and not graphed.failed
+    assert stats["skipped_updates"] == 16 and stats["applied_updates"] == 0
+    for a, b in zip(before, params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(
+            [
+                "train",
+                "env.id=RepeatPreviousEasy",
+                "env.num_envs=256",
+                "ppo.num_steps=32",
+                "ppo.bptt_len=16",
+                "ppo.total_timesteps=32768",
+                "ppo.state_refresh=epoch",
+                "run.device=cuda",
+                "run.progress=false",
+                f"run.out_dir={tmp_path}",
+                "run.run_name=g",
+            ]
+        )
+    assert not [w for w in caught if "could not be captured" in str(w.message)]
     assert code == 0
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["steps"] == 32768
     assert main(["eval", str(tmp_path / "g"), "--episodes", "64", "--device", "cuda"]) == 0
@@ -188,23 +225,32 @@ def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
 
 def test_overlapped_graphed_update_trains_on_cuda(tmp_path: Path) -> None:
     """``ppo.overlap_update`` with CUDA-graph minibatch steps interleaved between env steps:
-    the run completes with finite losses and the update steps ran inside the rollouts."""
-    args = [
-        "train",
-        "env.id=RepeatPreviousEasy",
-        "env.num_envs=256",
-        "ppo.num_steps=32",
-        "ppo.bptt_len=16",
-        "ppo.total_timesteps=65536",
-        "ppo.overlap_update=true",
-        "run.device=cuda",
-        "run.progress=false",
-        f"run.out_dir={tmp_path}",
-        "run.run_name=o",
-    ]
-    assert main(args) == 0
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["steps"] == 65536 and summary["time_split_seconds"]["update"] > 0
+    the run completes, its steps ran inside the rollouts and from graphs, losses finite."""
+    from rlstm.cli import make_agent, make_env, setup_torch
+    from rlstm.config import build_config
+    from rlstm.trainer import Trainer
+
+    cfg = build_config(
+        None,
+        [
+            "env.id=RepeatPreviousEasy",
+            "env.num_envs=256",
+            "ppo.num_steps=32",
+            "ppo.bptt_len=16",
+            "ppo.total_timesteps=65536",
+            "ppo.overlap_update=true",
+            "run.device=cuda",
+            "run.progress=false",
+        ],
+    )
+    device = setup_torch(cfg)
+    env = make_env(cfg, device)
+    trainer = Trainer(cfg, env, make_agent(cfg, env), tmp_path, device)
+    summary = trainer.train()
+    assert summary["steps"] == 65536
+    assert trainer.interleaved[0] > 0  # the last rollout ran steps of the update before it
+    assert trainer.graphed is not None and trainer.graphed.graphs and not trainer.graphed.failed
+    assert all(torch.isfinite(p).all() for p in trainer.params)
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "cnn"])

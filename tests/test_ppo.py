@@ -58,7 +58,7 @@ def test_device_skip_equals_host_skip(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.testing.assert_close(device.state_dict()[key], value, rtol=1e-4, atol=1e-5)
 
 
-def _tiny_trainer(tmp_path, overrides=()):  # type: ignore[no-untyped-def]
+def _tiny_trainer(tmp_path, overrides=(), resume_from=None):  # type: ignore[no-untyped-def]
     from conftest import TINY_RUN
 
     from rlstm.cli import make_agent, make_env, setup_torch
@@ -68,7 +68,7 @@ def _tiny_trainer(tmp_path, overrides=()):  # type: ignore[no-untyped-def]
     cfg = build_config(None, [*TINY_RUN, "run.device=cpu", *overrides])
     device = setup_torch(cfg)
     env = make_env(cfg, device)
-    return Trainer(cfg, env, make_agent(cfg, env), tmp_path, device)
+    return Trainer(cfg, env, make_agent(cfg, env), tmp_path, device, resume_from=resume_from)
 
 
 def test_update_interleaved_with_the_next_rollout_equals_update(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -103,3 +103,15 @@ def test_update_interleaved_with_the_next_rollout_equals_update(tmp_path) -> Non
     for a, b in zip(overlapped.params, plain.params, strict=True):
         assert torch.equal(a, b)
     assert any(not torch.equal(a, p0) for a, p0 in zip(overlapped.params, before))
+
+
+def test_resume_applies_this_runs_adam_kernel_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A checkpoint's param groups carry the saving run's ``fused`` / ``capturable``; the
+    resuming run keeps its own (a graph needs capturable Adam, the device skip fused Adam)."""
+    data = _tiny_trainer(tmp_path / "a").state_dict()
+    for group in data["optimizer"]["param_groups"]:
+        group["fused"], group["capturable"] = True, True  # as saved by a CUDA-graph run
+    resumed = _tiny_trainer(tmp_path / "b", resume_from=data)
+    for group in resumed.optimizer.param_groups:
+        assert group["fused"] == resumed.optimizer.defaults["fused"]
+        assert group["capturable"] is False and isinstance(group["lr"], float)

@@ -37,7 +37,7 @@ def _returns(run: Path) -> list[tuple[int, float]]:
 
 
 def _interrupt_at_update(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
-    """Deliver SIGTERM to this process during the k-th PPO update (a real signal)."""
+    """Deliver SIGTERM to this process as its k-th PPO update starts (a real signal)."""
     real_update = rlstm.trainer.update_steps
     calls = {"n": 0}
 
