@@ -431,3 +431,61 @@ def test_eval_builds_one_batch_whatever_the_groups() -> None:
         env.close()
     with pytest.raises(Exception, match="num_groups=2 must be >= 1 and divide num_envs=3"):
         make_env(cfg, torch.device("cpu"), num_envs=3)
+
+
+def test_overlapped_update_runs_between_group_steps(tmp_path: Path) -> None:
+    """``ppo.overlap_update`` with two env groups: the previous rollout's minibatch steps run
+    inside the next rollout, right after a group's actions are sent, and end with the weights
+    the plain update gives on the same rollout."""
+    from rlstm.cli import make_agent, make_env, reward_transform
+    from rlstm.config import build_config
+    from rlstm.ppo import update, update_steps
+    from rlstm.trainer import Trainer
+
+    def trainer(name: str, overlap: bool) -> Trainer:
+        cfg = build_config(
+            overrides=[
+                "env.id=ALE/Pong-v5",
+                "env.num_envs=4",
+                "env.num_groups=2",
+                "ppo.num_steps=8",
+                "ppo.bptt_len=4",
+                "ppo.num_minibatches=2",
+                "ppo.update_epochs=2",
+                "agent.hidden_size=8",
+                f"ppo.overlap_update={str(overlap).lower()}",
+                "run.device=cpu",
+            ]
+        )
+        torch.manual_seed(0)
+        env = make_env(cfg, torch.device("cpu"))
+        agent = make_agent(cfg, env)
+        return Trainer(cfg, env, agent, tmp_path / name, torch.device("cpu"), reward_transform(cfg))
+
+    overlapped, plain = trainer("o", True), trainer("p", False)
+    try:
+        for t in (overlapped, plain):
+            t.collect()
+            t.advantages()
+        o = overlapped
+        o.pending_update = update_steps(
+            o.agent, o.params, o.optimizer, o.buffer, o.cfg.ppo, o.shuffle_gen
+        )
+        o.collect()
+        # 8 steps x 2 groups, 4 minibatch steps: one after every 4th group send
+        assert o.interleaved[0] == 4
+        o._finish_update()
+        want = update(
+            plain.agent,
+            plain.params,
+            plain.optimizer,
+            plain.buffer,
+            plain.cfg.ppo,
+            plain.shuffle_gen,
+        )
+        assert o.finished_updates[0] == pytest.approx(want, nan_ok=True)
+        for a, b in zip(o.params, plain.params, strict=True):
+            assert torch.equal(a, b)
+    finally:
+        overlapped.env.close()
+        plain.env.close()
