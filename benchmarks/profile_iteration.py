@@ -132,7 +132,11 @@ def main() -> None:
             for e in events
             if e.name in ("collect", "advantages", "update")
         }
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [  # GPU-side events, less the regions' own annotations mirrored there
+            e
+            for e in events
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.name not in spans
+        ]
         for name, (start, end) in spans.items():
             busy = sum(
                 k.time_range.end - k.time_range.start

@@ -347,7 +347,6 @@ def bench_core(device_name: str, seconds: float) -> str:
     from rlstm.core import RecurrentCore, segment_capacity, segment_sizes
 
     device = resolve_device(device_name)
-    cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
@@ -421,7 +420,7 @@ def bench_core(device_name: str, seconds: float) -> str:
         packed = timed(run(with_state, s=starts))
         loop = timed(run(core.sequence_reference, s=starts))
         graph_cells = "- | - | -"
-        if cuda:
+        if device.type == "cuda":
             plain_graph = timed(graphed(run(outputs_sized, s=no_starts, sizes=(M, L))))
             resets_graph = timed(graphed(run(outputs_capacity, s=starts)))
             graph_cells = (

@@ -110,7 +110,7 @@ class Trainer:
         # Small minibatches are bound by kernel launches: their steps are replayed from CUDA
         # graphs, which read the learning rate from device memory (capturable Adam).
         minibatch_steps = cfg.batch_size // p.num_minibatches
-        self.graph_update = (
+        graph_update = (
             device.type == "cuda"
             and cfg.run.cuda_graph
             and 0 < minibatch_steps <= cfg.run.cuda_graph_update
@@ -118,16 +118,14 @@ class Trainer:
         )
         self.optimizer = torch.optim.Adam(
             self.params,
-            lr=torch.tensor(p.learning_rate, device=device)
-            if self.graph_update
-            else p.learning_rate,
+            lr=torch.tensor(p.learning_rate, device=device) if graph_update else p.learning_rate,
             eps=p.adam_eps,
             fused=device.type == "cuda",
-            capturable=self.graph_update,
+            capturable=graph_update,
         )
         self.graphed = (
             GraphedMinibatchStep(self.agent, self.params, self.optimizer, p)
-            if self.graph_update
+            if graph_update
             else None
         )
         state_shape = (self.agent.core.state_slots, self.agent.core.hidden_size)
@@ -218,7 +216,7 @@ class Trainer:
             # (a CUDA-graph step needs capturable Adam, found_inf needs the fused one)
             group["fused"] = self.optimizer.defaults["fused"]
             group["capturable"] = self.optimizer.defaults["capturable"]
-            if self.graph_update:  # the captured step reads the rate from device memory
+            if self.graphed is not None:  # the captured step reads the rate from device memory
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.iteration = int(data["iteration"])
         self.global_step = int(data["global_step"])
