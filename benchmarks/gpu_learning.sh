@@ -7,8 +7,8 @@ set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"; LEARN=${LEARN:-/root/learn}; mkdir -p "$LEARN"
 LEARN_SECONDS=${LEARN_SECONDS:-300}; DEADLINE=${DEADLINE:-540}
 start=$(date +%s)
-IFS=';' read -ra runs <<< "${RUNS}"
-for entry in "${runs[@]}"; do
+IFS=';' read -ra runs <<< "${RUNS:-}"
+for entry in ${runs[@]+"${runs[@]}"}; do
   name=${entry%%:*}; rest=${entry#*:}
   ( python -m rlstm train $rest run.device=cuda run.time_limit=$LEARN_SECONDS \
       run.progress=false run.out_dir=$LEARN run.run_name=$name > $LEARN/$name.train.txt 2>&1
@@ -16,8 +16,12 @@ for entry in "${runs[@]}"; do
 done
 wait
 while [ ! -e "$LEARN/pong.done" ] && [ $(( $(date +%s) - start )) -lt "$DEADLINE" ]; do sleep 5; done
-for f in "$LEARN"/*.train.txt; do echo "== $f"; tail -6 "$f"; done > "$OUT/learn.txt"
-for f in "$LEARN"/*.eval.txt; do echo "== $f"; head -4 "$f"; done >> "$OUT/learn.txt"
+for f in "$LEARN"/*.train.txt "$LEARN"/pong_train.txt; do
+  [ -e "$f" ] && { echo "== $f"; tail -6 "$f"; }
+done > "$OUT/learn.txt"
+for f in "$LEARN"/*.eval.txt "$LEARN"/pong_eval.txt; do
+  [ -e "$f" ] && { echo "== $f"; head -4 "$f"; }
+done >> "$OUT/learn.txt"
 [ -d "$LEARN/pong" ] && python -m rlstm plot "$LEARN/pong" --out "$OUT/pong_curve.png" >> "$OUT/learn.txt" 2>&1
 [ -d "$LEARN/pong" ] && python -m rlstm plot "$LEARN/pong" --x time --out "$OUT/pong_curve_time.png" >> "$OUT/learn.txt" 2>&1
 tar czf "$OUT/learn_runs.tgz" -C "$LEARN" --exclude='*.pt' .

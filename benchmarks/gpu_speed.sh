@@ -7,6 +7,7 @@
 # device tool's README); PYTHONPATH points at the unpacked wheels. OUT holds the logs.
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"; LEARN=${LEARN:-/root/learn}; mkdir -p "$LEARN"
+rm -rf /tmp/runs/e2e "$LEARN/pong" "$LEARN/pong.done"  # a rerun on a warm machine starts clean
 S=${SECONDS_PER_RUN:-15}  # ~7.5 min in all at 15 s, inside one 10-min device call
 log="$OUT/speed.txt"
 quiet() { grep -v "A.L.E: Arcade\|Powered by Stella\|^$"; }

@@ -221,6 +221,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run_dir = distributed.on_rank0(lambda: _new_run_dir(cfg))
     trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
+    if trainer.resumed_on_other_device and main_rank:
+        print(
+            f"rlstm: checkpoint's envs and random streams were saved on another device than "
+            f"{device.type}: weights and optimizer continue, episodes start afresh",
+            file=sys.stderr,
+        )
     if main_rank:
         ranks = f" x {world} ranks ({num_envs} envs each)" if world > 1 else ""
         print(f"rlstm: training {cfg.env.id} on {device}{ranks} -> {run_dir}", file=sys.stderr)

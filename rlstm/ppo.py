@@ -237,6 +237,14 @@ class GraphedMinibatchStep:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[Tensor, dict[str, Tensor]]]] = {}
         self.eager_steps: dict[int, int] = {}
         self.failed = False
+        self.side: torch.cuda.Stream | None = None  # the warm-ups' stream
+
+    def _eager(self, cap: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """A step outside any graph; capturable Adam warns about each such step's cost,
+        which here is the point (warm-up) or already reported (capture failed)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*running without CUDA graph capture")
+            return self._step(cap)
 
     def load(self, chunks: Chunks) -> None:
         """Copy the chunks (with this epoch's start states) into the static tensors."""
@@ -271,15 +279,15 @@ class GraphedMinibatchStep:
             graph.replay()
             return out
         if self.failed:
-            return self._step(cap)
+            return self._eager(cap)
         if self.eager_steps.get(cap, 0) < self.warmup:
             self.eager_steps[cap] = self.eager_steps.get(cap, 0) + 1
             current = torch.cuda.current_stream()
-            side = torch.cuda.Stream()
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
-                out = self._step(cap)
-            current.wait_stream(side)
+            self.side = self.side or torch.cuda.Stream()
+            self.side.wait_stream(current)
+            with torch.cuda.stream(self.side):
+                out = self._eager(cap)
+            current.wait_stream(self.side)
             return out
         graph = torch.cuda.CUDAGraph()
         try:
@@ -294,7 +302,7 @@ class GraphedMinibatchStep:
                 stacklevel=2,
             )
             torch.cuda.synchronize()
-            return self._step(cap)
+            return self._eager(cap)
         self.graphs[cap] = (graph, out)
         graph.replay()
         return out

@@ -149,6 +149,7 @@ class Trainer:
         self.nonfinite_streak = 0
         self.elapsed = 0.0
         self._stop_signal: str | None = None
+        self.resumed_on_other_device = False
         if resume_from is None:
             self.next_obs = env.reset(seed=self.seed)
             self.next_state = self.agent.initial_state(env.num_envs, device)
@@ -162,6 +163,7 @@ class Trainer:
     def _local_state(self) -> dict[str, Any]:
         """What differs between ranks: env, recurrent state, RNG streams."""
         data: dict[str, Any] = {
+            "device": self.device.type,
             "next_obs": self.next_obs,
             "next_state": self.next_state,
             "next_starts": self.next_starts,
@@ -210,13 +212,21 @@ class Trainer:
 
     def _load(self, data: dict[str, Any]) -> None:
         self.agent.load_state_dict(data["agent"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        for group in self.optimizer.param_groups:
-            # the saved groups carry the saving run's kernel choice: this run's applies
-            # (a CUDA-graph step needs capturable Adam, found_inf needs the fused one)
-            group["fused"] = self.optimizer.defaults["fused"]
-            group["capturable"] = self.optimizer.defaults["capturable"]
-            if self.graphed is not None:  # the captured step reads the rate from device memory
+        # The saved groups carry the saving run's kernel choice; this run's applies (a
+        # CUDA-graph step needs capturable Adam, found_inf needs the fused one). Set before
+        # loading: torch places each parameter's step count by the loaded groups' flags.
+        saved = data["optimizer"]
+        groups = [
+            {
+                **group,
+                "fused": self.optimizer.defaults["fused"],
+                "capturable": self.optimizer.defaults["capturable"],
+            }
+            for group in saved["param_groups"]
+        ]
+        self.optimizer.load_state_dict({**saved, "param_groups": groups})
+        if self.graphed is not None:  # the captured step reads the rate from device memory
+            for group in self.optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.iteration = int(data["iteration"])
         self.global_step = int(data["global_step"])
@@ -229,6 +239,9 @@ class Trainer:
         local: dict[str, Any] | None = None
         if int(data.get("world_size", 1)) == self.world:
             local = data["ranks"][distributed.rank()] if self.world > 1 else data
+        if local is not None and not self._same_device(local):
+            local = None  # env and action streams live on the device: they cannot move
+            self.resumed_on_other_device = True
         if local is not None:
             torch.set_rng_state(local["rng"]["torch"])
             self.action_gen.set_state(local["rng"]["action"])
@@ -241,6 +254,14 @@ class Trainer:
             self.next_obs = self.env.reset(seed=self.seed + self.iteration)
             self.next_starts = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)
             self.next_state = self.agent.initial_state(self.env.num_envs, self.device)
+
+    def _same_device(self, local: dict[str, Any]) -> bool:
+        """Whether ``local`` was saved on this run's kind of device (cpu / cuda)."""
+        saved = local.get("device")
+        if saved is None:  # written before the device was recorded: a generator's state
+            # differs in size between devices (CPU Mersenne Twister vs CUDA Philox)
+            return local["rng"]["action"].numel() == self.action_gen.get_state().numel()
+        return bool(saved == self.device.type)
 
     def save(self) -> Path:
         """Write the checkpoint (rank 0); under torchrun every rank must call it."""

@@ -115,3 +115,31 @@ def test_resume_applies_this_runs_adam_kernel_flags(tmp_path) -> None:  # type: 
     for group in resumed.optimizer.param_groups:
         assert group["fused"] == resumed.optimizer.defaults["fused"]
         assert group["capturable"] is False and isinstance(group["lr"], float)
+
+
+@pytest.mark.parametrize("mark", ["device", "generator"])
+def test_resume_on_another_device_keeps_weights_and_starts_episodes_afresh(
+    tmp_path, mark: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Envs and action streams cannot move between CPU and CUDA: a checkpoint saved on the
+    other device resumes its weights, optimizer and counters with fresh episodes. Older
+    checkpoints, which do not record the device, are recognised by the action generator's
+    state (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister's 5056)."""
+    first = _tiny_trainer(tmp_path / "a", ["ppo.total_timesteps=256"])
+    first.train()
+    data = first.state_dict()
+    same = _tiny_trainer(tmp_path / "b", resume_from=data)
+    assert not same.resumed_on_other_device
+    assert torch.equal(same.next_obs, first.next_obs) and not same.next_starts.all()
+    if mark == "device":
+        data["device"] = "cuda"
+    else:  # as saved before the device was recorded, by a CUDA run
+        del data["device"]
+        data["rng"]["action"] = torch.zeros(16, dtype=torch.uint8)
+    moved = _tiny_trainer(tmp_path / "c", resume_from=data)
+    assert moved.resumed_on_other_device and moved.next_starts.all()
+    assert moved.global_step == first.global_step
+    for a, b in zip(moved.params, first.params, strict=True):
+        assert torch.equal(a, b)
+    moved.cfg.ppo.total_timesteps = first.global_step + 256
+    assert moved.train()["steps"] == first.global_step + 256
