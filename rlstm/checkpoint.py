@@ -64,8 +64,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             f"refusing to load {str(path)!r}: it would call {found.group(1)}; a checkpoint "
             "holds only tensors and plain values, and anything else could run code"
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged file fails in many ways
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable checkpoint: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(data, dict) or "agent" not in data or "config" not in data:
         raise CheckpointError(f"{str(path)!r} is not an rlstm checkpoint")
     return data

@@ -309,11 +309,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from envs.memory import bench as memory_bench
 
         devices = (
-            [args.device]
+            [str(resolve_device(args.device))]
             if args.device
             else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         )
-        rows = memory_bench.bench(args.tasks, args.sizes, devices, args.seconds)
+        try:
+            rows = memory_bench.bench(args.tasks, args.sizes, devices, args.seconds)
+        except ValueError as exc:  # an unknown task
+            raise UsageError(str(exc)) from None
         print(memory_bench.format_table(rows))
         return 0
     if args.target == "core":
@@ -527,6 +530,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
 def _timestamp() -> str:
     import time
 
@@ -553,9 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained agent with its state carried")
     ev.add_argument("path", help="run directory or checkpoint file")
-    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--episodes", type=positive_int, default=100)
     ev.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
-    ev.add_argument("--num-envs", type=int, default=0, help="parallel envs (default: the run's)")
+    ev.add_argument(
+        "--num-envs", type=positive_int, default=None, help="parallel envs (default: the run's)"
+    )
     ev.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
     ev.add_argument("--seed", type=int, default=12345)
     ev.add_argument(
@@ -573,26 +594,29 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["RepeatFirstEasy", "RepeatPreviousEasy", "AutoencodeEasy", "CountRecallEasy"],
     )
-    bench.add_argument("--sizes", nargs="+", type=int, default=[1024, 16384, 65536])
+    bench.add_argument("--sizes", nargs="+", type=positive_int, default=[1024, 16384, 65536])
     bench.add_argument(
         "--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)"
     )
-    bench.add_argument("--seconds", type=float, default=None, help="default 2; atari: 60")
+    bench.add_argument("--seconds", type=positive_float, default=None, help="default 2; atari: 60")
     # atari: raw env steps/s vs rlstm training steps/s (vs sb3-contrib with --compare sb3)
     bench.add_argument("--env", default=None, help="atari: game id (default: the config's)")
-    bench.add_argument("--num-envs", type=int, default=16, help="atari: parallel games")
+    bench.add_argument("--num-envs", type=positive_int, default=16, help="atari: parallel games")
     bench.add_argument("--config", default=None, help="atari: (default configs/atari/pong.yaml)")
     bench.add_argument("--compare", choices=["sb3"], default=None, help="atari: also time sb3")
     bench.add_argument("--sb3-vec", choices=["subproc", "dummy"], default="subproc")
     bench.add_argument(
         "--sb3-envs",
-        type=int,
+        type=positive_int,
         default=None,
         help="atari: sb3-contrib's env count (default --num-envs; the sb3 zoo's Atari PPO uses 8)",
     )
-    bench.add_argument("--torch-threads", type=int, default=1, help="atari (default 1)")
+    bench.add_argument("--torch-threads", type=positive_int, default=1, help="atari (default 1)")
     bench.add_argument(
-        "--env-threads", type=int, default=None, help="atari: default cores - torch threads"
+        "--env-threads",
+        type=positive_int,
+        default=None,
+        help="atari: default cores - torch threads",
     )
     bench.add_argument("--json", metavar="FILE", help="atari: write the results as JSON")
     bench.add_argument(
@@ -620,11 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
         "hidden variables and an .npz to --out, images to TensorBoard.",
     )
     ins.add_argument("path", help="run directory or checkpoint file")
-    ins.add_argument("--episodes", type=int, default=8, help="episodes (one env each)")
+    ins.add_argument("--episodes", type=positive_int, default=8, help="episodes (one env each)")
     ins.add_argument("--out", help="output directory (default RUN_DIR/inspect)")
     ins.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
     ins.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
-    ins.add_argument("--max-steps", type=int, default=10_000, help="cut episodes at this step")
+    ins.add_argument(
+        "--max-steps", type=positive_int, default=10_000, help="cut episodes at this step"
+    )
     ins.add_argument("--seed", type=int, default=12345)
     ins.set_defaults(func=cmd_inspect)
 

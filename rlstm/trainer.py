@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rlstm import checkpoint, distributed
 from rlstm.acting import PolicyStep, sample_actions
 from rlstm.buffer import RolloutBuffer, compute_gae
-from rlstm.config import Config, to_yaml
+from rlstm.config import Config, ConfigError, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
 from rlstm.ppo import (
@@ -56,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device={name!r} but CUDA is not available on this machine")
+        raise ConfigError(f"run.device={name!r} but CUDA is not available on this machine")
     if device.type == "cuda" and device.index is None and distributed.is_distributed():
         device = distributed.local_cuda_device()
         torch.cuda.set_device(device)

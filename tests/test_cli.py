@@ -192,6 +192,52 @@ def test_eval_of_missing_checkpoint_is_clear(tmp_path: Path, capsys) -> None:
     assert "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n" * 20, bytes(range(256)) * 4])
+def test_eval_of_a_foreign_file_is_one_clear_line(tmp_path: Path, capsys, content: bytes) -> None:
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    assert main(["eval", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlstm: error:") and "is not a readable checkpoint" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "runs/x", "--episodes", "0"], "argument --episodes: 0 must be >= 1"),
+        (["eval", "runs/x", "--num-envs", "-2"], "argument --num-envs: -2 must be >= 1"),
+        (["bench", "memory", "--sizes", "0"], "argument --sizes: 0 must be >= 1"),
+        (["bench", "atari", "--seconds", "-1"], "argument --seconds: -1.0 must be > 0"),
+        (["inspect", "runs/x", "--max-steps", "0"], "argument --max-steps: 0 must be >= 1"),
+    ],
+)
+def test_bad_counts_are_refused_before_anything_runs(capsys, args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_unknown_memory_task_in_bench_is_one_clear_line(capsys) -> None:
+    assert main(["bench", "memory", "--tasks", "Nope", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlstm: error: unknown memory task 'Nope'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", *SMALL, "run.device=cuda"],
+        ["bench", "core", "--device", "cuda"],
+        ["bench", "memory", "--device", "cuda"],
+    ],
+)
+def test_cuda_requested_without_cuda_is_one_clear_line(capsys, args: list[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlstm: error:") and "CUDA is not available" in err
+
+
 def test_gymnasium_backend_runs(tmp_path: Path) -> None:
     code = main(
         [
