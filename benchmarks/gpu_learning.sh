@@ -2,17 +2,20 @@
 # GPU session, part 2: memory learning runs, all at once on the one GPU (each capped at
 # LEARN_SECONDS, then evaluated greedily over 1000 episodes), while the Pong run started by
 # gpu_speed.sh finishes in the background; then Pong's eval and learning curve.
-# RUNS: "name:config [overrides...]" entries separated by ';'.
+# RUNS: "name:config [overrides...]" entries separated by ';'. EVAL_EPISODES (default 1000;
+# 32 for Atari games, whose episodes are long) and EVAL_FLAGS (default --greedy; empty for
+# sampled actions, as Atari scores are reported).
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"; LEARN=${LEARN:-/root/learn}; mkdir -p "$LEARN"
-LEARN_SECONDS=${LEARN_SECONDS:-300}; DEADLINE=${DEADLINE:-540}
+LEARN_SECONDS=${LEARN_SECONDS:-300}; DEADLINE=${DEADLINE:-540}; EVAL_EPISODES=${EVAL_EPISODES:-1000}
+EVAL_FLAGS=${EVAL_FLAGS---greedy}
 start=$(date +%s)
 IFS=';' read -ra runs <<< "${RUNS:-}"
 for entry in ${runs[@]+"${runs[@]}"}; do
   name=${entry%%:*}; rest=${entry#*:}
   ( python -m rlstm train $rest run.device=cuda run.time_limit=$LEARN_SECONDS \
       run.progress=false run.out_dir=$LEARN run.run_name=$name > $LEARN/$name.train.txt 2>&1
-    python -m rlstm eval $LEARN/$name --episodes 1000 --greedy --device cuda > $LEARN/$name.eval.txt 2>&1 ) &
+    python -m rlstm eval $LEARN/$name --episodes $EVAL_EPISODES $EVAL_FLAGS --device cuda > $LEARN/$name.eval.txt 2>&1 ) &
 done
 wait
 while [ ! -e "$LEARN/pong.done" ] && [ $(( $(date +%s) - start )) -lt "$DEADLINE" ]; do sleep 5; done
