@@ -149,7 +149,7 @@ class PPOConfig:
         default=False,
     )
     max_nonfinite_updates: int = doc(
-        "stop after this many consecutive updates skipped for a NaN/Inf loss or gradient",
+        "stop after this many minibatch updates in a row skipped for a NaN/Inf loss or gradient",
         default=5,
     )
 
@@ -177,7 +177,9 @@ class RunConfig:
     torch_threads: int = doc("CPU threads for torch (0 = torch's default)", default=0)
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
     time_limit: float = doc(
-        "stop cleanly after the iteration that passes this many seconds (0 = off)", default=0.0
+        "stop cleanly after the iteration that passes this many seconds of this launch "
+        "(a resumed run gets them afresh; 0 = off)",
+        default=0.0,
     )
     cuda_graph: bool = doc(
         "CUDA: capture the acting policy step as a CUDA graph (replayed every env step), "

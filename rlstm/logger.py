@@ -43,6 +43,13 @@ class Logger:
             return
         self.pending[key] = float(value)
 
+    def write(self, scalars: dict[str, float], step: int) -> None:
+        """Write ``scalars`` at once at ``step`` (an earlier step than this iteration's)."""
+        if self.writer is None:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+
     def episode(self, step: int, episodic_return: float, length: int) -> None:
         """A finished episode, logged at once under charts/ (CleanRL's tags)."""
         if self.writer is None:

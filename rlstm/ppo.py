@@ -320,7 +320,9 @@ def update(
     """One PPO update over the rollout in ``buffer``; returns means over all minibatches.
 
     Besides the CleanRL losses, the result has ``explained_variance``, ``skipped_updates``
-    (minibatches whose loss or gradient was not finite: never applied) and ``epochs`` run.
+    (minibatches whose loss or gradient was not finite: never applied), ``applied_updates``,
+    the runs of skipped minibatches in a row (``skipped_leading`` before the first applied
+    one, ``skipped_trailing`` after the last, ``skipped_longest``) and ``epochs`` run.
     With ``graphed`` (CUDA) each minibatch step is replayed from a CUDA graph.
     """
     return finish(update_steps(agent, params, optimizer, buffer, cfg, generator, graphed))
@@ -364,6 +366,8 @@ def update_steps(
         device = chunks.starts.device
         totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
         applied = torch.zeros((), device=device)
+        # runs of skipped steps: before the first applied one, the current, the longest
+        leading, trailing, longest = (torch.zeros((), device=device) for _ in range(3))
         tried = 0
         epochs_run = 0
         for _ in range(cfg.update_epochs):
@@ -387,7 +391,10 @@ def update_steps(
                     mb = Chunks(*(field[:, idx] for field in epoch_chunks))
                     ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
                 epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
+                leading += ~ok & (applied == 0)
                 applied += ok
+                trailing = torch.where(ok, 0.0, trailing + 1)
+                longest = torch.maximum(longest, trailing)
                 tried += 1
                 yield
             totals += epoch
@@ -396,7 +403,8 @@ def update_steps(
             if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
                 break
 
-        steps = int(applied)
+        counts = torch.stack([applied, leading, trailing, longest]).tolist()
+        steps = int(counts[0])
         skipped = tried - steps
         result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
         result["explained_variance"] = (
@@ -404,6 +412,8 @@ def update_steps(
         )
         result["skipped_updates"] = float(skipped)
         result["applied_updates"] = float(steps)
+        for name, value in zip(("leading", "trailing", "longest"), counts[1:]):
+            result[f"skipped_{name}"] = value
         result["epochs"] = float(epochs_run)
         return result
 

@@ -141,7 +141,8 @@ class Trainer:
         self.shuffle_gen.manual_seed(cfg.run.seed + 2)  # the same chunk order on every rank
         # ppo.overlap_update: the update still running and the results of finished ones
         self.pending_update: Generator[None, None, dict[str, float]] | None = None
-        self.finished_updates: list[dict[str, float]] = []
+        self.pending_step = 0  # the global step of the rollout the pending update learns from
+        self.finished_updates: list[tuple[int, dict[str, float]]] = []  # (that step, result)
         self.interleaved = (0, 0.0)
         self.iteration = 0
         self.global_step = 0
@@ -291,7 +292,7 @@ class Trainer:
         With ``ppo.overlap_update`` the previous rollout's update (``self.pending_update``)
         advances one minibatch step at a time at evenly spaced env steps, right after a
         group's actions are sent, so its GPU work runs while the emulators do; a finished
-        update's result goes to ``self.finished_updates``, and ``self.interleaved`` holds
+        update's step and result go to ``self.finished_updates``, and ``self.interleaved`` holds
         the steps run here and their seconds."""
         T, B = self.cfg.ppo.num_steps, self.env.num_envs
         groups = list(getattr(self.env, "groups", None) or [self.env])
@@ -311,7 +312,7 @@ class Trainer:
                     next(self.pending_update)
                 done_steps += 1
             except StopIteration as stop:
-                self.finished_updates.append(stop.value)
+                self.finished_updates.append((self.pending_step, stop.value))
                 self.pending_update = None
             update_time += time.perf_counter() - t0
 
@@ -421,6 +422,13 @@ class Trainer:
     def train(self, logger: Logger | None = None) -> dict[str, Any]:
         cfg, p = self.cfg, self.cfg.ppo
         num_iterations = cfg.num_iterations
+        if self.iteration >= num_iterations:  # a resumed run that has nothing left to do
+            raise TrainingStopped(
+                f"the run in {self.run_dir} already ran its {self.iteration} iterations "
+                f"({self.global_step} steps); to train on, resume with a larger "
+                "ppo.total_timesteps",
+                exit_code=0,
+            )
         if logger is None:
             logger = Logger(
                 self.run_dir,
@@ -440,7 +448,8 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread: no signal handling
                 pass
-        wall_start = time.perf_counter() - self.elapsed
+        launch_start = time.perf_counter()  # run.time_limit counts from here
+        wall_start = launch_start - self.elapsed
         # this process's iteration seconds by phase (other: advantages, episode bookkeeping)
         split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
         # (steps, clock) once this process's first iteration is over: it also pays for CUDA
@@ -460,6 +469,7 @@ class Trainer:
                     frac = 1.0 - self.iteration / num_iterations
                     set_learning_rate(self.optimizer, frac * p.learning_rate)
                 self.advantages()
+                self.pending_step = self.global_step
                 self.pending_update = update_steps(
                     self.agent,
                     self.params,
@@ -473,7 +483,7 @@ class Trainer:
                     update_time += self._finish_update()
                 self.iteration += 1
                 every = cfg.run.checkpoint_every
-                out_of_time = 0 < cfg.run.time_limit <= time.perf_counter() - wall_start
+                out_of_time = 0 < cfg.run.time_limit <= time.perf_counter() - launch_start
                 stop_signal = self._stop_signal
                 if self.world > 1:
                     out_of_time, stop_signal = self._agree(out_of_time, stop_signal)
@@ -487,7 +497,7 @@ class Trainer:
                     update_time += self._finish_update()
                 self._log_episodes(logger, ep_returns, ep_lengths, ep_done, step_before)
                 finished, self.finished_updates = self.finished_updates, []
-                for stats in finished:
+                for _, stats in finished:
                     self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
@@ -496,11 +506,19 @@ class Trainer:
                 split["update"] += update_time
                 split["other"] += now - it_start - act_time - env_time - update_time
                 iterations_here += 1
-                if finished:  # none in the first iteration of an overlapped run
-                    stats = finished[-1]
-                    for key in (*LOSS_KEYS, "explained_variance"):
-                        logger.record(f"losses/{key}", stats[key])
-                    logger.record("losses/skipped_updates", stats["skipped_updates"])
+                # Each update's losses at the step of the rollout it learnt from: with
+                # the overlap none in an overlapped run's first iteration, and two in an
+                # iteration that saves (the previous rollout's and its own).
+                for step, stats in finished:
+                    losses = {
+                        f"losses/{key}": stats[key]
+                        for key in (*LOSS_KEYS, "explained_variance", "skipped_updates")
+                    }
+                    if step == self.global_step:
+                        for key, value in losses.items():
+                            logger.record(key, value)
+                    else:
+                        logger.write(losses, step)
                 logger.record("charts/learning_rate", float(self.optimizer.param_groups[0]["lr"]))
                 logger.record("charts/SPS", cfg.batch_size / max(now - it_start, 1e-9))
                 logger.record("perf/act_time", act_time)
@@ -520,7 +538,7 @@ class Trainer:
                     path = self.save()
                 if out_of_time:
                     break
-                if stop_signal is not None:
+                if stop_signal is not None and self.iteration < num_iterations:
                     launch = "torchrun [same options] -m rlstm" if self.world > 1 else "rlstm"
                     raise TrainingStopped(
                         f"stopped by {stop_signal} after iteration {self.iteration}; "
@@ -611,20 +629,26 @@ class Trainer:
         if self.pending_update is None:
             return 0.0
         t0 = time.perf_counter()
-        self.finished_updates.append(finish(self.pending_update))
+        self.finished_updates.append((self.pending_step, finish(self.pending_update)))
         self.pending_update = None
         return time.perf_counter() - t0
 
     def _check_finite(self, stats: dict[str, float]) -> None:
-        if stats["skipped_updates"] and not stats["applied_updates"]:
+        """Count minibatch steps skipped in a row, across updates: a run that began in an
+        earlier update goes on through this one's leading skips, and one inside this
+        update is its longest."""
+        if not stats["applied_updates"]:
             self.nonfinite_streak += int(stats["skipped_updates"])
-        elif stats["skipped_updates"]:
-            self.nonfinite_streak = int(stats["skipped_updates"])
+            longest = self.nonfinite_streak
         else:
-            self.nonfinite_streak = 0
-        if self.nonfinite_streak >= self.cfg.ppo.max_nonfinite_updates:
+            longest = max(
+                self.nonfinite_streak + int(stats["skipped_leading"]),
+                int(stats["skipped_longest"]),
+            )
+            self.nonfinite_streak = int(stats["skipped_trailing"])
+        if longest >= self.cfg.ppo.max_nonfinite_updates:
             raise TrainingStopped(
-                f"{self.nonfinite_streak} consecutive updates had a NaN/Inf loss or gradient and "
+                f"{longest} consecutive updates had a NaN/Inf loss or gradient and "
                 f"were skipped (ppo.max_nonfinite_updates={self.cfg.ppo.max_nonfinite_updates}); "
                 f"the last good checkpoint in {self.run_dir} is intact",
                 exit_code=3,

@@ -133,17 +133,18 @@ def test_resume_continues_and_eval_reports(tmp_path: Path, capsys) -> None:
 
 
 def test_overlapped_update_run_checkpoints_whole_updates_and_resumes(tmp_path: Path) -> None:
-    """``ppo.overlap_update=true``: losses are charted from the second iteration (the first
-    update finishes during the second rollout), a checkpoint is written only with no update
-    half done (the one of its iteration is finished first), and the run resumes."""
+    """``ppo.overlap_update=true``: every update's losses are charted once, at the step of
+    the rollout it learnt from (the first finishes during the second rollout), a checkpoint
+    is written only with no update half done (the one of its iteration is finished first),
+    and the run resumes."""
     args = ["train", *SMALL, f"run.out_dir={tmp_path}", "ppo.overlap_update=true"]
     assert main([*args, "ppo.total_timesteps=512", "run.checkpoint_every=3", "run.run_name=o"]) == 0
     run = tmp_path / "o"
     scalars = _scalars(run)
     assert [s for s, _ in scalars["charts/SPS"]] == [128, 256, 384, 512]
-    # iteration 3 saved a checkpoint, so its own update finished inside it: iteration 4 has
-    # no update left from iteration 3 and charts the one it runs itself before the end
-    assert [s for s, _ in scalars["losses/policy_loss"]] == [256, 384, 512]
+    # iteration 3 saved a checkpoint, so it finished two updates: iteration 2's and its own
+    for key in ("losses/policy_loss", "losses/skipped_updates"):
+        assert [s for s, _ in scalars[key]] == [128, 256, 384, 512]
     assert [s for s, _ in scalars["perf/update_time"]] == [128, 256, 384, 512]
     assert main(["train", "--resume", str(run), "ppo.total_timesteps=768"]) == 0
     assert checkpoint.load(run)["global_step"] == 768

@@ -95,7 +95,7 @@ def test_update_interleaved_with_the_next_rollout_equals_update(tmp_path) -> Non
     # finished inside collect, or by the trainer's next call of the generator
     assert overlapped.pending_update is not None or overlapped.finished_updates
     overlapped._finish_update()
-    (got,) = overlapped.finished_updates
+    ((_, got),) = overlapped.finished_updates
     want = update(
         plain.agent, plain.params, plain.optimizer, plain.buffer, plain.cfg.ppo, plain.shuffle_gen
     )
@@ -143,3 +143,47 @@ def test_resume_on_another_device_keeps_weights_and_starts_episodes_afresh(
         assert torch.equal(a, b)
     moved.cfg.ppo.total_timesteps = first.global_step + 256
     assert moved.train()["steps"] == first.global_step + 256
+
+
+def test_skipped_minibatches_are_counted_in_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN losses at steps 0, 1, 4, 6 and 7 of 8: runs of 2 before the first applied step,
+    2 after the last, 2 at most; the weights move only on the 3 applied steps."""
+    agent, buf = random_rollout(num_envs=8)
+    real = rlstm.ppo.minibatch_loss
+    calls: list[int] = []
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, stats = real(*args, **kwargs)
+        calls.append(0)
+        return (loss * float("nan"), stats) if len(calls) - 1 in (0, 1, 4, 6, 7) else (loss, stats)
+
+    monkeypatch.setattr(rlstm.ppo, "minibatch_loss", poisoned)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    cfg = PPOConfig(num_steps=16, bptt_len=8, num_minibatches=4, update_epochs=2)
+    stats = update(agent, params, optimizer, buf, cfg, torch.Generator().manual_seed(0))
+    assert len(calls) == 8
+    assert (stats["skipped_updates"], stats["applied_updates"]) == (5, 3)
+    runs = (stats["skipped_leading"], stats["skipped_trailing"], stats["skipped_longest"])
+    assert runs == (2, 2, 2)
+
+
+def test_the_nonfinite_stop_counts_skips_in_a_row_across_updates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rlstm.trainer import TrainingStopped
+
+    trainer = _tiny_trainer(tmp_path, ["ppo.max_nonfinite_updates=3"])
+
+    def update(skipped: int, applied: int, runs: tuple[int, int, int]) -> dict[str, float]:
+        names = ("skipped_leading", "skipped_trailing", "skipped_longest")
+        return {"skipped_updates": skipped, "applied_updates": applied, **dict(zip(names, runs))}
+
+    trainer._check_finite(update(5, 3, (2, 2, 2)))  # 5 skipped, never 3 in a row
+    assert trainer.nonfinite_streak == 2
+    trainer._check_finite(update(0, 8, (0, 0, 0)))
+    assert trainer.nonfinite_streak == 0
+    trainer._check_finite(update(2, 6, (0, 2, 2)))  # ends with 2 in a row ...
+    with pytest.raises(TrainingStopped, match="3 consecutive updates"):
+        trainer._check_finite(update(1, 7, (1, 0, 1)))  # ... and the next begins with 1
+    trainer.nonfinite_streak = 0
+    with pytest.raises(TrainingStopped, match="3 consecutive updates"):
+        trainer._check_finite(update(3, 5, (0, 0, 3)))  # 3 in a row inside one update

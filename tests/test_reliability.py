@@ -4,6 +4,7 @@ benchmarks/RESULTS.md under "Reliability"."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -365,3 +366,39 @@ def test_fuzz_env_step_input(
     else:
         with pytest.raises(ValueError):
             env.step(actions)
+
+
+def test_a_signal_in_the_final_iteration_completes_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing is left to resume: the run ends normally, with its summary."""
+    _interrupt_at_update(monkeypatch, 6)  # SMALL has 6 iterations
+    assert main(["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=s"]) == 0
+    assert "stopped by" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["iterations"] == 6 and summary["steps"] == 768
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "f"
+    assert main(["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=f"]) == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "already ran its 6 iterations (768 steps)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # no new event file either
+
+
+def test_time_limit_counts_this_launch_not_the_runs_total(tmp_path: Path) -> None:
+    """A run that already trained for days gets ``run.time_limit`` afresh on resume."""
+    run = tmp_path / "t"
+    args = [*SMALL, f"run.out_dir={tmp_path}", "run.run_name=t", "ppo.total_timesteps=256"]
+    assert main(["train", *args]) == 0
+    data = checkpoint.load(run)
+    data["elapsed"] = 3 * 86400.0
+    checkpoint.save_atomic(data, run / checkpoint.LATEST)
+    resume = ["train", "--resume", str(run), "ppo.total_timesteps=768", "run.time_limit=600"]
+    assert main(resume) == 0
+    assert checkpoint.load(run)["iteration"] == 6  # all four left, not one per launch
