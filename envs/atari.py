@@ -25,7 +25,11 @@ for training (``rlstm.cli.reward_transform``), so ``info["episode_return"]`` is 
 first life). The trainer's ``starts = terminated | truncated`` then resets the LSTM state and
 cuts the value bootstrap at every life loss, which is how CleanRL's LSTM Atari results were
 obtained. Scores stay game scores: the return and length keep accumulating across lives and
-are final only when the game itself ends. Hence two extra masks in ``info``:
+are final only when the game itself ends. One difference from CleanRL remains: ale-py's fire
+reset presses FIRE when a game starts, not after a lost life, where CleanRL's
+``FireResetEnv`` (reached through ``EpisodicLifeEnv``'s reset) presses it for the agent. In
+games that wait for FIRE after a death (Breakout) the agent presses it itself, as under the
+v5 protocol; until it learns to, the screen stands still (up to the step cap). Hence two extra masks in ``info``:
 
 - ``info["episode_done"]``: ``(B,)`` bool, the game ended (game over or time limit). This is
   the mask to log ``episode_return`` / ``episode_length`` with; a consumer that logs where
