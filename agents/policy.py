@@ -25,6 +25,7 @@ from agents.recurrent import RecurrentAgent
 from rlstm import checkpoint
 from rlstm.config import config_from_dict
 from rlstm.evaluate import select_action
+from rlstm.trainer import resolve_device
 
 
 class TrainedPolicy:
@@ -41,7 +42,8 @@ class TrainedPolicy:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", seed: int = 0) -> TrainedPolicy:
-        """The agent saved in ``path`` (a run directory or a checkpoint file) on ``device``;
+        """The agent saved in ``path`` (a run directory or a checkpoint file) on ``device``
+        (``cpu``, ``cuda``, ``cuda:N`` or ``auto``);
         ``seed`` seeds the sampling of non-deterministic actions. Raises
         :class:`rlstm.checkpoint.CheckpointError` for a missing or unreadable checkpoint."""
         data = checkpoint.load(path)
@@ -63,7 +65,7 @@ class TrainedPolicy:
             raise checkpoint.CheckpointError(
                 f"{str(path)!r}: the weights do not fit the saved agent config: {exc}"
             ) from None
-        return cls(agent.to(device), data["config"], seed)
+        return cls(agent.to(resolve_device(device)), data["config"], seed)
 
     def initial_state(self, num_envs: int) -> Tensor:
         """The zero state ``(S * num_layers, num_envs, H)`` of ``num_envs`` envs."""

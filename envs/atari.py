@@ -29,7 +29,9 @@ are final only when the game itself ends. One difference from CleanRL remains: a
 reset presses FIRE when a game starts, not after a lost life, where CleanRL's
 ``FireResetEnv`` (reached through ``EpisodicLifeEnv``'s reset) presses it for the agent. In
 games that wait for FIRE after a death (Breakout) the agent presses it itself, as under the
-v5 protocol; until it learns to, the screen stands still (up to the step cap). Hence two extra masks in ``info``:
+v5 protocol; until it learns to, the screen stands still (up to the step cap).
+
+Since the score spans lives, ``info`` carries two extra masks:
 
 - ``info["episode_done"]``: ``(B,)`` bool, the game ended (game over or time limit). This is
   the mask to log ``episode_return`` / ``episode_length`` with; a consumer that logs where

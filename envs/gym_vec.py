@@ -3,7 +3,7 @@
 Uses ``gymnasium.make_vec`` with same-step autoreset, so ``info["final_obs"]`` comes from
 gymnasium itself; returns and lengths are accumulated here. Discrete action spaces only.
 ``module:EnvId`` ids import ``module`` first (e.g. ``popgym.envs:...`` or a plugin that
-registers ids on import).
+registers ids on import); ``rlstm/<Task>-v0`` ids import ``envs.memory``.
 """
 
 from __future__ import annotations
@@ -28,26 +28,35 @@ class GymVecEnv(VecEnv):
         vectorization: str = "sync",
         **kwargs: Any,
     ) -> None:
-        if ":" in env_id:
-            module, env_id = env_id.split(":", 1)
-            importlib.import_module(module)
+        module = env_id.split(":", 1)[0] if ":" in env_id else None
+        env_id = env_id.split(":", 1)[-1]
+        if module is None and env_id.startswith("rlstm/"):
+            module = "envs.memory"  # registers the memory tasks' NumPy twins
+        if module is not None:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ValueError(f"env.id: cannot import {module!r} ({exc})") from None
         if env_id not in gym.registry:
             raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")
-        spec_space = gym.make(env_id, **kwargs)
-        wrappers = (
-            []
-            if isinstance(spec_space.observation_space, gym.spaces.Box)
-            else [gym.wrappers.FlattenObservation]  # Discrete / MultiDiscrete -> one-hot Box
-        )
-        spec_space.close()
-        self.env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode=vectorization,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-            wrappers=wrappers,
-            **kwargs,
-        )
+        try:
+            spec_space = gym.make(env_id, **kwargs)
+            wrappers = (
+                []
+                if isinstance(spec_space.observation_space, gym.spaces.Box)
+                else [gym.wrappers.FlattenObservation]  # Discrete / MultiDiscrete -> one-hot
+            )
+            spec_space.close()
+            self.env = gym.make_vec(
+                env_id,
+                num_envs=num_envs,
+                vectorization_mode=vectorization,
+                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                wrappers=wrappers,
+                **kwargs,
+            )
+        except (ImportError, gym.error.Error) as exc:  # e.g. Box2D missing, a bad render_mode
+            raise ValueError(f"env.id={env_id!r} cannot be built: {exc}") from None
         space = self.env.single_action_space
         if not isinstance(space, gym.spaces.Discrete):
             self.env.close()

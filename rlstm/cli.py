@@ -538,6 +538,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a seed)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)
@@ -578,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-envs", type=positive_int, default=None, help="parallel envs (default: the run's)"
     )
     ev.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
-    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--seed", type=non_negative_int, default=12345)
     ev.add_argument(
         "--video",
         metavar="DIR",
@@ -651,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument(
         "--max-steps", type=positive_int, default=10_000, help="cut episodes at this step"
     )
-    ins.add_argument("--seed", type=int, default=12345)
+    ins.add_argument("--seed", type=non_negative_int, default=12345)
     ins.set_defaults(func=cmd_inspect)
 
     plot = sub.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -371,8 +372,16 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return build_config(base=data)
 
 
+# run.device (and --device): what torch.device accepts that rlstm runs on
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible or inconsistent settings, naming the values."""
+    for section in SECTIONS:
+        for key, value in getattr(cfg, section).__dict__.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{key}={value}: must be a finite number")
     for full, allowed in CHOICES.items():
         section, key = full.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -406,6 +415,7 @@ def validate(cfg: Config) -> None:
         "ppo.burn_in": p.burn_in,
         "ppo.ent_coef": p.ent_coef,
         "ppo.vf_coef": p.vf_coef,
+        "run.seed": r.seed,
         "run.checkpoint_every": r.checkpoint_every,
         "run.torch_threads": r.torch_threads,
         "run.time_limit": r.time_limit,
@@ -441,8 +451,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"env.num_groups={e.num_groups} does not divide env.num_envs={e.num_envs}"
         )
-    if not math.isfinite(a.forget_bias):
-        raise ConfigError(f"agent.forget_bias={a.forget_bias} must be a finite number")
     if a.chrono_init == 1:
         raise ConfigError("agent.chrono_init=1: must be 0 (off) or >= 2 (memories of T steps)")
     if a.chrono_init and a.forget_bias:
@@ -482,7 +490,7 @@ def validate(cfg: Config) -> None:
             f"ppo.total_timesteps={p.total_timesteps} is less than one iteration "
             f"(env.num_envs x ppo.num_steps = {cfg.batch_size})"
         )
-    if r.device != "auto" and not (r.device == "cpu" or r.device.startswith("cuda")):
+    if not DEVICE_PATTERN.fullmatch(r.device):
         raise ConfigError(f"run.device={r.device!r}: must be auto, cpu, cuda or cuda:N")
     if "/" in r.run_name or r.run_name in (".", ".."):
         raise ConfigError(f"run.run_name={r.run_name!r} must be a plain directory name")

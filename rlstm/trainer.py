@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rlstm import checkpoint, distributed
 from rlstm.acting import PolicyStep, sample_actions
 from rlstm.buffer import RolloutBuffer, compute_gae
-from rlstm.config import Config, ConfigError, to_yaml
+from rlstm.config import DEVICE_PATTERN, Config, ConfigError, to_yaml
 from rlstm.inspection import log_rollout_diagnostics
 from rlstm.logger import Logger
 from rlstm.ppo import (
@@ -52,6 +52,8 @@ class TrainingStopped(RuntimeError):
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present; under torchrun ``auto`` and ``cuda`` mean the rank's
     local GPU (``cuda:LOCAL_RANK``), while an explicit ``cuda:N`` is taken as given."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device {name!r}: must be auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -650,7 +652,11 @@ class Trainer:
             raise TrainingStopped(
                 f"{longest} consecutive updates had a NaN/Inf loss or gradient and "
                 f"were skipped (ppo.max_nonfinite_updates={self.cfg.ppo.max_nonfinite_updates}); "
-                f"the last good checkpoint in {self.run_dir} is intact",
+                + (
+                    f"the last good checkpoint in {self.run_dir} is intact"
+                    if (self.run_dir / checkpoint.LATEST).is_file()
+                    else "no checkpoint had been written yet"
+                ),
                 exit_code=3,
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -210,12 +211,34 @@ def test_eval_of_a_foreign_file_is_one_clear_line(tmp_path: Path, capsys, conten
         (["bench", "memory", "--sizes", "0"], "argument --sizes: 0 must be >= 1"),
         (["bench", "atari", "--seconds", "-1"], "argument --seconds: -1.0 must be > 0"),
         (["inspect", "runs/x", "--max-steps", "0"], "argument --max-steps: 0 must be >= 1"),
+        (["eval", "runs/x", "--seed", "-1"], "argument --seed: -1 must be >= 0"),
     ],
 )
 def test_bad_counts_are_refused_before_anything_runs(capsys, args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["env.id=nosuchmodule:Foo-v0"], "cannot import 'nosuchmodule'"),
+        pytest.param(
+            ["env.id=LunarLander-v3"],
+            "cannot be built: Box2D is not installed",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("Box2D") is not None, reason="Box2D is installed"
+            ),
+        ),
+    ],
+)
+def test_gymnasium_ids_that_cannot_be_built_are_one_clear_line(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    assert main(["train", *SMALL, f"run.out_dir={tmp_path}", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlstm: error:") and message in err
 
 
 def test_unknown_memory_task_in_bench_is_one_clear_line(capsys) -> None:
@@ -239,11 +262,14 @@ def test_cuda_requested_without_cuda_is_one_clear_line(capsys, args: list[str]) 
     assert err.startswith("rlstm: error:") and "CUDA is not available" in err
 
 
-def test_gymnasium_backend_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "env", [["env.id=CartPole-v1"], ["env.backend=gymnasium", "env.id=rlstm/RepeatFirstEasy-v0"]]
+)
+def test_gymnasium_backend_runs(tmp_path: Path, env: list[str]) -> None:
     code = main(
         [
             "train",
-            "env.id=CartPole-v1",
+            *env,
             "env.num_envs=4",
             "ppo.num_steps=16",
             "ppo.bptt_len=8",

@@ -71,6 +71,12 @@ def test_derived_values_are_properties() -> None:
         ("bptt_len=4", "must look like section.key"),
         ("run.run_name=a/b", "plain directory name"),
         ("ppo.target_kl=-1", "ppo.target_kl=-1.0 must be > 0"),
+        ("ppo.learning_rate=inf", "ppo.learning_rate=inf: must be a finite number"),
+        ("ppo.target_kl=nan", "ppo.target_kl=nan: must be a finite number"),
+        ("agent.forget_bias=-inf", "agent.forget_bias=-inf: must be a finite number"),
+        ("run.seed=-1", "run.seed=-1 must be >= 0"),
+        ("run.device=cudax", "run.device='cudax'"),
+        ("run.device=cuda:abc", "run.device='cuda:abc'"),
     ],
 )
 def test_rejections_name_key_and_value(override: str, message: str) -> None:

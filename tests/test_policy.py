@@ -123,6 +123,11 @@ def test_bad_input_names_the_problem(run_dir: Path, call, message: str) -> None:
         call(TrainedPolicy.load(run_dir))
 
 
+def test_a_device_torch_does_not_know_is_clear(run_dir: Path) -> None:
+    with pytest.raises(ValueError, match="device 'gpu': must be auto, cpu, cuda or cuda:N"):
+        TrainedPolicy.load(run_dir, device="gpu")
+
+
 def test_missing_checkpoint_is_clear(tmp_path: Path) -> None:
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
         TrainedPolicy.load(tmp_path / "nothing")
