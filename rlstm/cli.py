@@ -185,6 +185,11 @@ def _train(args: argparse.Namespace) -> int:
         # rank 0 reads the checkpoint and hands it to the other ranks (no shared disk needed)
         data, run_dir = distributed.on_rank0(lambda: _read_resume(args.resume))
         cfg = config_from_dict(data["config"])
+        for override in args.overrides:
+            if override.split("=", 1)[0] in ("run.out_dir", "run.run_name"):
+                raise UsageError(
+                    f"{override}: a resumed run stays in {run_dir} (copy the directory to move it)"
+                )
         if args.overrides or args.config:
             cfg = build_config(args.config, args.overrides, base=cfg.to_dict())
     else:
@@ -221,10 +226,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run_dir = distributed.on_rank0(lambda: _new_run_dir(cfg))
     trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
-    if trainer.resumed_on_other_device and main_rank:
+    if trainer.fresh_episodes and main_rank:
         print(
-            f"rlstm: checkpoint's envs and random streams were saved on another device than "
-            f"{device.type}: weights and optimizer continue, episodes start afresh",
+            f"rlstm: {trainer.fresh_episodes}: weights and optimizer continue, "
+            "episodes start afresh",
             file=sys.stderr,
         )
     if main_rank:
@@ -240,6 +245,13 @@ def _train(args: argparse.Namespace) -> int:
         env.close()
     if main_rank:
         print(json.dumps(summary, indent=2))
+        if not summary["finished"]:
+            print(
+                f"rlstm: stopped at run.time_limit={cfg.run.time_limit:g} s after iteration "
+                f"{summary['iterations']} of {trainer.num_iterations}; resume with: "
+                f"rlstm train --resume {run_dir}",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -257,9 +269,16 @@ def _new_run_dir(cfg: Config) -> Path:
         raise UsageError(str(exc)) from None
 
 
+def require_dir(flag: str, path: str | Path | None) -> None:
+    """An output directory option must not name an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a file; it must name a directory")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlstm.evaluate import evaluate
 
+    require_dir("--video", args.video)
     data = load_checkpoint(args.path)
     cfg = config_from_dict(data["config"])
     cfg.run.device = args.device or "auto"
@@ -448,6 +467,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     import envs.memory
     from rlstm import suite
 
+    require_dir("--out", args.out)
     tiers = {
         "A": envs.memory.diagnostics.TASKS,
         "B": envs.memory.probes.TASKS,
@@ -468,6 +488,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from rlstm.inspection import record, write_report
 
+    require_dir("--out", args.out)
     data = load_checkpoint(args.path)
     cfg = config_from_dict(data["config"])
     cfg.run.device = args.device or "auto"

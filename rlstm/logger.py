@@ -79,7 +79,11 @@ class Logger:
         sps = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total_steps - step) / sps if sps > 0 else math.inf
         ret = f"{self.mean_return:8.3f}" if self.recent_returns else "     n/a"
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--:--"
+        eta_text = (
+            f"{int(eta // 3600):02d}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}"
+            if math.isfinite(eta)
+            else "--:--:--"
+        )
         line = (
             f"iter {iteration}/{num_iterations}  steps {step}/{self.total_steps}  "
             f"SPS {sps:,.0f}  return {ret}  ETA {eta_text}"

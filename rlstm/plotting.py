@@ -13,7 +13,7 @@ runs with the min-max range shaded. ``group=False`` draws every run separately.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +157,19 @@ _SEED_SUFFIXES = (
 _CLASH_SUFFIX = re.compile(r"-\d+$")  # make_run_dir: name-2, name-3, ...
 
 
-def group_name(run_name: str) -> str:
-    """The experiment a run belongs to: its name without the seed / clash-suffix part."""
-    name = _CLASH_SUFFIX.sub("", run_name) if not _SEED_SUFFIXES[0].search(run_name) else run_name
+def group_name(run_name: str, names: Collection[str] = ()) -> str:
+    """The experiment a run belongs to: its name without the seed part. ``names``: the runs
+    plotted with it. A ``-N`` suffix (how ``make_run_dir`` settles a name clash) is dropped
+    only where the name without it is among them or is a default timestamped name, so that
+    ``tmaze-100`` and ``tmaze-1000`` stay apart."""
+    base = _CLASH_SUFFIX.sub("", run_name)
+    if base != run_name and (base in names or _SEED_SUFFIXES[0].search(base)):
+        run_name = base
     for pattern in _SEED_SUFFIXES:
-        stripped = pattern.sub("", name)
-        if stripped != name:
+        stripped = pattern.sub("", run_name)
+        if stripped != run_name:
             return stripped
-    return name
+    return run_name
 
 
 def _has_events(path: Path) -> bool:
@@ -234,12 +239,13 @@ def plot_curves(
     if x not in ("steps", "time"):
         raise ValueError(f"x={x!r} must be steps or time")
     runs = find_runs(run_dirs)
+    names = {run.name for run in runs}
     groups: dict[str, list[tuple[Path, np.ndarray, np.ndarray]]] = {}
     for run in runs:
         steps, seconds, values = load_scalars(run, tag)
         xs = steps if x == "steps" else seconds
         window = smooth or max(1, len(values) // 20)
-        key = group_name(run.name) if group else run.name
+        key = group_name(run.name, names) if group else run.name
         groups.setdefault(key, []).append((run, xs, _smooth(values, window)))
     span = max(float(xs.max()) for g in groups.values() for _, xs, _ in g)
     scale, unit = (1.0, "s")
@@ -280,5 +286,6 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(tag + (" (mean and min-max over runs)" if group else ""))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return summary

@@ -379,6 +379,8 @@ def options_from_args(args: argparse.Namespace, tiers: Mapping[str, list[str]]) 
             raise ConfigError(f"--device={args.device!r} but CUDA is not available here")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps={args.steps} must be >= 1")
+    if args.configs and not Path(args.configs).is_dir():
+        raise ConfigError(f"--configs={args.configs!r} is not a directory")
     common, per_task = parse_overrides(args.overrides, tasks)
     return SuiteOptions(
         tasks=tasks,
@@ -563,9 +565,12 @@ def run_cell(cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner) -> dic
     config_path.write_text(to_yaml(cfg))
     start = time.perf_counter()
     commands = []
-    if not (run_dir / "summary.json").is_file():
-        if (run_dir / "checkpoint.pt").is_file():  # interrupted earlier: continue it
-            commands.append(["train", "--resume", str(run_dir)])
+    summary_path = run_dir / "summary.json"
+    finished = summary_path.is_file() and json.loads(summary_path.read_text()).get("finished", 1)
+    if not finished:
+        if (run_dir / "checkpoint.pt").is_file():  # interrupted or out of time: continue it
+            # with this run's config (e.g. --steps raised), over the checkpoint's
+            commands.append(["train", "--resume", str(run_dir), str(config_path)])
         else:
             if run_dir.exists():  # died before its first checkpoint: nothing to keep
                 shutil.rmtree(run_dir)

@@ -152,7 +152,10 @@ class Trainer:
         self.nonfinite_streak = 0
         self.elapsed = 0.0
         self._stop_signal: str | None = None
-        self.resumed_on_other_device = False
+        # why a resumed run's episodes start afresh (its envs could not be restored), if so
+        self.fresh_episodes: str | None = None
+        # seconds by phase over the whole run (other: advantages, episode bookkeeping)
+        self.time_split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
         if resume_from is None:
             self.next_obs = env.reset(seed=self.seed)
             self.next_state = self.agent.initial_state(env.num_envs, device)
@@ -194,6 +197,7 @@ class Trainer:
             "iteration": self.iteration,
             "global_step": self.global_step,
             "elapsed": self.elapsed,
+            "time_split": dict(self.time_split),
             "best_mean_return": self.best_mean_return,
             "recent_returns": list(self.recent_returns),
             **local,  # a single process's own; rank 0's under torchrun (as `rlstm eval` reads)
@@ -236,6 +240,7 @@ class Trainer:
         self.elapsed = float(data["elapsed"])
         self.best_mean_return = float(data["best_mean_return"])
         self.recent_returns = [float(x) for x in data["recent_returns"]]
+        self.time_split.update(data.get("time_split", {}))
         self.shuffle_gen.set_state(data["rng"]["shuffle"])
         # This rank's env, state and RNG streams; none when the checkpoint was written by
         # another number of ranks (the weights still apply; episodes start afresh).
@@ -244,7 +249,13 @@ class Trainer:
             local = data["ranks"][distributed.rank()] if self.world > 1 else data
         if local is not None and not self._same_device(local):
             local = None  # env and action streams live on the device: they cannot move
-            self.resumed_on_other_device = True
+            self.fresh_episodes = "the checkpoint's envs were saved on another device"
+        elif local is not None and local["next_obs"].shape[0] != self.env.num_envs:
+            saved_envs = local["next_obs"].shape[0]
+            local = None
+            self.fresh_episodes = (
+                f"the checkpoint has {saved_envs} envs, this run {self.env.num_envs}"
+            )
         if local is not None:
             torch.set_rng_state(local["rng"]["torch"])
             self.action_gen.set_state(local["rng"]["action"])
@@ -423,8 +434,11 @@ class Trainer:
 
     def train(self, logger: Logger | None = None) -> dict[str, Any]:
         cfg, p = self.cfg, self.cfg.ppo
-        num_iterations = cfg.num_iterations
+        num_iterations = self.num_iterations
         if self.iteration >= num_iterations:  # a resumed run that has nothing left to do
+            summary_path = self.run_dir / "summary.json"
+            if self.is_main and not summary_path.is_file():  # it stopped before writing one
+                summary_path.write_text(json.dumps(self._summary(None), indent=2))
             raise TrainingStopped(
                 f"the run in {self.run_dir} already ran its {self.iteration} iterations "
                 f"({self.global_step} steps); to train on, resume with a larger "
@@ -434,16 +448,17 @@ class Trainer:
         if logger is None:
             logger = Logger(
                 self.run_dir,
-                num_iterations * cfg.batch_size,
+                self.global_step + (num_iterations - self.iteration) * cfg.batch_size,
                 cfg.run.progress,
                 purge_step=self.global_step + 1 if self.iteration else None,
                 active=self.is_main,
             )
         logger.start_step = self.global_step
         logger.recent_returns.extend(self.recent_returns)
+        if self.is_main:  # a resume's overrides (a longer run, ...) are part of it
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         if self.iteration == 0 and self.is_main:
             logger.text("config", "```\n" + to_yaml(cfg) + "\n```")
-            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -452,8 +467,6 @@ class Trainer:
                 pass
         launch_start = time.perf_counter()  # run.time_limit counts from here
         wall_start = launch_start - self.elapsed
-        # this process's iteration seconds by phase (other: advantages, episode bookkeeping)
-        split = dict.fromkeys(("act", "env", "update", "other"), 0.0)
         # (steps, clock) once this process's first iteration is over: it also pays for CUDA
         # graph capture, cuDNN autotuning and allocator warm-up
         iterations_here, after_first = 0, (0, 0.0)
@@ -503,6 +516,7 @@ class Trainer:
                     self._check_finite(stats)
                 now = time.perf_counter()
                 self.elapsed = now - wall_start
+                split = self.time_split
                 split["act"] += act_time
                 split["env"] += env_time
                 split["update"] += update_time
@@ -553,25 +567,40 @@ class Trainer:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             logger.close()
-        summary = {
+        after_first_sps = (
+            (self.global_step - after_first[0]) / (loop_end - after_first[1])
+            if iterations_here > 1
+            else None
+        )
+        summary = self._summary(after_first_sps)
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    @property
+    def num_iterations(self) -> int:
+        """The iteration the run ends after: as many more as ``ppo.total_timesteps`` has
+        room for (``cfg.num_iterations`` unless a resume changed the steps per iteration)."""
+        left = max(0, self.cfg.ppo.total_timesteps - self.global_step)
+        return self.iteration + left // self.cfg.batch_size
+
+    def _summary(self, sps_after_first_iteration: float | None) -> dict[str, Any]:
+        """``summary.json``: the whole run's numbers (over every launch but the last one's
+        steps/s after its first iteration); ``finished`` is false after a time-limit stop."""
+        return {
             "steps": self.global_step,
             "iterations": self.iteration,
+            "finished": self.iteration >= self.num_iterations,
             "wall_time": self.elapsed,
             "sps": self.global_step / self.elapsed if self.elapsed > 0 else 0.0,
-            "sps_after_first_iteration": (self.global_step - after_first[0])
-            / (loop_end - after_first[1])
-            if iterations_here > 1
-            else None,
+            "sps_after_first_iteration": sps_after_first_iteration,
             "mean_return_last_100": _mean(self.recent_returns),
             "best_running_mean_return": self.best_mean_return
             if math.isfinite(self.best_mean_return)
             else None,
             "episodes_in_mean": len(self.recent_returns),
-            "time_split_seconds": {key: round(value, 3) for key, value in split.items()},
+            "time_split_seconds": {key: round(v, 3) for key, v in self.time_split.items()},
         }
-        if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
 
     def _agree(self, out_of_time: bool, stop_signal: str | None) -> tuple[bool, str | None]:
         """Ranks see the clock and signals at slightly different moments: take the rank-wide

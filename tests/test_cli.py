@@ -283,3 +283,79 @@ def test_gymnasium_backend_runs(tmp_path: Path, env: list[str]) -> None:
     )
     assert code == 0
     assert (tmp_path / "c" / "checkpoint.pt").is_file()
+
+
+def test_resume_records_its_config_keeps_its_directory_and_sums_the_time_split(
+    tmp_path: Path, capsys
+) -> None:
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=r"]
+    assert main([*args, "ppo.total_timesteps=256"]) == 0
+    run = tmp_path / "r"
+    before = json.loads((run / "summary.json").read_text())["time_split_seconds"]
+    assert main(["train", "--resume", str(run), "run.out_dir=elsewhere"]) == 2
+    assert "a resumed run stays in" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "ppo.total_timesteps=512"]) == 0
+    assert "total_timesteps: 512" in (run / "config.yaml").read_text()
+    after = json.loads((run / "summary.json").read_text())["time_split_seconds"]
+    assert all(after[key] > before[key] for key in ("act", "env", "update"))
+
+
+def test_resume_with_other_env_count_starts_episodes_afresh(tmp_path: Path, capsys) -> None:
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=n"]
+    assert main([*args, "ppo.total_timesteps=256"]) == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", str(tmp_path / "n"), "env.num_envs=16"]
+    assert main([*resume, "ppo.total_timesteps=768"]) == 0
+    err = capsys.readouterr().err
+    assert "the checkpoint has 8 envs, this run 16: weights and optimizer continue" in err
+    assert checkpoint.load(tmp_path / "n")["global_step"] == 768
+
+
+def test_a_time_limit_stop_is_not_finished_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=t", "run.time_limit=1e-9"]
+    assert main([*args, "ppo.total_timesteps=512"]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["iterations"] == 1 and not summary["finished"]
+    err = capsys.readouterr().err
+    assert f"after iteration 1 of 4; resume with: rlstm train --resume {tmp_path / 't'}" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "RUN", "--video", "FILE"],
+        ["inspect", "RUN", "--out", "FILE"],
+        ["suite", "--out", "FILE", "--tasks", "RepeatFirstEasy", "--device", "cpu"],
+    ],
+)
+def test_an_output_directory_that_is_a_file_is_one_clear_line(
+    tmp_path: Path, capsys, args: list[str]
+) -> None:
+    file = tmp_path / "file.txt"
+    file.write_text("mine\n")
+    args = [str(file) if a == "FILE" else str(tmp_path / "nope") if a == "RUN" else a for a in args]
+    assert main(args) == 2
+    assert "is a file; it must name a directory" in capsys.readouterr().err
+    assert file.read_text() == "mine\n"
+
+
+def test_plot_creates_the_output_directory(tmp_path: Path) -> None:
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=p", "ppo.total_timesteps=256"]
+    assert main(args) == 0
+    out = tmp_path / "new" / "dir" / "curves.png"
+    assert main(["plot", str(tmp_path / "p"), "--tag", "charts/SPS", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_eta_counts_hours_past_a_day(tmp_path: Path) -> None:
+    import io
+    import time
+
+    from rlstm.logger import Logger
+
+    stream = io.StringIO()
+    logger = Logger(tmp_path, total_steps=100_001, progress=False, stream=stream)
+    logger.start_time = time.perf_counter() - 1.0  # 1 step/s: 100,000 s (27.8 h) to go
+    logger.dump(step=1, iteration=1, num_iterations=10)
+    logger.close()
+    assert "ETA 27:46:" in stream.getvalue()

@@ -271,7 +271,8 @@ def test_group_name() -> None:
     assert group_name("pong__s3") == "pong"
     assert group_name("ALE_Pong-v5__3__20250101-120000") == "ALE_Pong-v5"
     assert group_name("ALE_Pong-v5__3__20250101-120000-2") == "ALE_Pong-v5"
-    assert group_name("tmaze-2") == "tmaze"
+    assert group_name("tmaze-2", {"tmaze", "tmaze-2"}) == "tmaze"  # a name clash
+    assert group_name("tmaze-100", {"tmaze-100", "tmaze-1000"}) == "tmaze-100"  # a length
     assert group_name("tmaze_seed4") == "tmaze"
     assert group_name("ALE_Pong-v5") == "ALE_Pong-v5"
 

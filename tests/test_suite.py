@@ -126,6 +126,24 @@ def test_failing_cell_is_reported_and_retried_on_rerun(tmp_path: Path, capsys) -
     assert "2 done, 0 failed" in (out / "suite.md").read_text()
 
 
+def test_an_interrupted_cell_resumes_with_the_rerun_config(tmp_path: Path) -> None:
+    """A cell stopped before its summary (Ctrl-C) continues from its checkpoint under the
+    rerun's settings: here a larger --steps, which the cell's record then shows."""
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy", "--cores", "lstm", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    assert main(argv) == 0
+    name = "RepeatFirstEasy__lstm__s1"
+    (out / "runs" / name / "summary.json").unlink()  # as if stopped after its checkpoint
+    (out / "cells" / f"{name}.json").unlink()
+    longer = [a if a != "256" else "512" for a in argv]
+    assert main(longer) == 0
+    result = json.loads((out / "cells" / f"{name}.json").read_text())
+    assert result["steps"] == 512 and result["config"]["ppo"]["total_timesteps"] == 512
+    summary = json.loads((out / "runs" / name / "summary.json").read_text())
+    assert summary["steps"] == 512 and summary["finished"]
+
+
 def test_a_crash_inside_a_cell_is_its_one_line_error(tmp_path: Path) -> None:
     def crashing_main(argv: list[str]) -> int:
         if argv[0] == "train" and "RepeatPrevious" in argv[-1]:
@@ -285,6 +303,7 @@ def test_longest_length_learned_per_seed() -> None:
         (["--lengths", "Copy=10"], "'Copy' is not swept"),
         (["--set", "Nope:ppo.gamma=0.9"], "task 'Nope' is not among --tasks"),
         (["--set", "ppo.num_steps=10"], "not a multiple of ppo.bptt_len"),
+        (["--configs", "no/such/dir"], "--configs='no/such/dir' is not a directory"),
     ],
 )
 def test_bad_suite_input_is_one_clear_line(
