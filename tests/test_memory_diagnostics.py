@@ -240,3 +240,20 @@ def test_saved_state_replays_twice(name: str) -> None:
         env.load_state_dict(saved)
         runs.append([torch.cat([o, r[:, None]], 1) for o, r, *_ in map(env.step, acts[30:])])
     assert all(torch.equal(x, y) for x, y in zip(*runs))
+
+
+def test_repeat_previous_target_before_k_cards_is_this_episodes_first_suit() -> None:
+    """``rlstm inspect`` probes ``oracle()``: before k cards (reward 0 whatever the answer)
+    it is the episode's first suit, never a suit left over from the previous episode."""
+    env = memory.make("RepeatPreviousMedium", num_envs=4, seed=0)  # k = 32
+    obs = env.reset(seed=0)
+    for episode in range(2):
+        first = obs[:, :4].argmax(1)
+        for t in range(env.k - 1):
+            assert torch.equal(env.oracle(), first), (episode, t)
+            obs, *_ = env.step(env.oracle())
+        while True:  # play the episode out with the oracle: every answer right
+            obs, reward, terminated, truncated, _ = env.step(env.oracle())
+            assert bool((reward >= 0).all())
+            if bool((terminated | truncated).all()):
+                break

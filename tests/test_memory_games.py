@@ -559,3 +559,33 @@ def test_step_without_host_sync_on_cuda() -> None:
                 env.step(env.oracle())
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_injected_cartpole_noise_lasts_one_episode() -> None:
+    """An injected episode (zero noise) that ends early leaves its unshown slots behind; the
+    next, freshly drawn episode must not show them: no observation equals the bare state."""
+    env = memory.make("NoisyPositionOnlyCartPoleEasy", num_envs=1, seed=0)
+    env.reset(content={"state": np.zeros((1, 4)), "noise": np.zeros((1, 201, 2))})
+    steps, done = 0, False
+    while not done:  # always push right: the pole falls within a few dozen steps
+        _, _, terminated, truncated, _ = env.step(torch.tensor([1]))
+        done, steps = bool(terminated | truncated), steps + 1
+    assert steps < 100
+    bare, shown = 0, 0
+    for s in range(150):
+        obs, _, terminated, truncated, info = env.step(torch.tensor([s % 2]))
+        end = bool(terminated | truncated)
+        o = info["final_obs"] if end else obs
+        bare += int(torch.equal(o[0], env.state[0, [0, 2]].float()))
+        shown += 1
+        if end:
+            break
+    assert shown > 5 and bare == 0
+
+
+def test_an_env_without_a_seed_leaves_the_global_generator_alone() -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(2)
+    torch.manual_seed(0)
+    memory.make("TMaze", num_envs=2)
+    assert torch.equal(torch.rand(2), expected)

@@ -78,7 +78,10 @@ class MemoryTask(VecEnv):
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        if seed is None:
+            self.generator.seed()  # from the OS, leaving torch's global generator alone
+        else:
+            self.generator.manual_seed(seed)
         self.prev_action = self.needs_prev_action if prev_action is None else bool(prev_action)
         self.first_flag = self.needs_first_flag if first_flag is None else bool(first_flag)
         self.check_range = check_range

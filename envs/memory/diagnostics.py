@@ -419,7 +419,11 @@ class RepeatPrevious(CardTask):
         return reward, terminated, torch.zeros_like(terminated)
 
     def oracle(self) -> Tensor:
-        return self._ring.gather(1, ((self._v.t + 1) % self.k)[:, None])[:, 0]
+        """The suit dealt k cards before the next one; until then (reward 0 whatever the
+        answer) the episode's first suit, which ring slot 0 holds, not an older episode's."""
+        t1 = self._v.t + 1
+        target = self._ring.gather(1, (t1 % self.k)[:, None])[:, 0]
+        return torch.where(t1 < self.k, self._ring[:, 0], target)
 
 
 class RepeatPreviousGym(CardTaskGym):

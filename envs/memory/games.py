@@ -754,6 +754,7 @@ class _CartPole(_RedrawOnReset):
         # integration grows ~e^(3.8/s) and leaves POPGym's trajectory within a few seconds
         self.state = torch.zeros(B, 4, dtype=torch.float64, device=self.device)
         self.t = torch.zeros(B, dtype=torch.long, device=self.device)
+        self._noise_injected: Tensor | None = None  # envs playing injected noise (replays)
         self._const = {  # constants: kept out of state_dict
             "obs_high": torch.as_tensor(OBS_HIGH, device=self.device),
             "gain": torch.tensor(ORACLE_GAIN, dtype=torch.float64, device=self.device),
@@ -786,11 +787,21 @@ class _CartPole(_RedrawOnReset):
                 self.num_envs, 4, generator=self.generator, dtype=torch.float64, device=self.device
             )
             state = (state - 0.5) * 0.1  # U(-0.05, 0.05), as gymnasium
+            injected = self._noise_injected
+            if self.noisy and injected is not None:
+                # an injected episode that ended early left slots it never showed: they
+                # belong to it, not to the next episode
+                stale = (mask & injected)[:, None, None]
+                fresh = self._draw_noise(self.num_envs, self.episode_length + 1, 2)
+                self.noise = torch.where(stale, fresh, self.noise)
+                self._noise_injected = injected & ~mask
         else:
             state = _content(content, "state", (4,)).double()
             if self.noisy:
                 noise = _content(content, "noise", (self.episode_length + 1, 2)).float()
                 self.noise = torch.where(mask[:, None, None], noise, self.noise)
+                injected = self._noise_injected
+                self._noise_injected = mask if injected is None else injected | mask
         self.state = torch.where(mask[:, None], state, self.state)
         self.t = self.t.masked_fill(mask, 0)
 
