@@ -6,10 +6,13 @@ in training and ``rlstm eval``::
 
     policy = TrainedPolicy.load("runs/NAME")
     obs, _ = env.reset()
-    action, state = policy.predict(obs)  # no state yet: every env begins an episode
+    action, state = policy.predict(obs)  # no state yet: a new episode
     while True:
         obs, reward, terminated, truncated, _ = env.step(action)
-        action, state = policy.predict(obs, state, episode_start=terminated or truncated)
+        start = terminated or truncated
+        if start:  # the next observation is the new episode's first
+            obs, _ = env.reset()
+        action, state = policy.predict(obs, state, episode_start=start)
 """
 
 from __future__ import annotations

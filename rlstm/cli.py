@@ -528,7 +528,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         writer.close()
     print(
         f"{cfg.env.id}: {summary['episodes']} episodes, {summary['steps']} steps, "
-        f"mean return {summary['mean_return']:.4f} -> {out}"
+        f"mean return {summary['mean_return']:.4f} over the "
+        f"{summary['complete_episodes']} that ended -> {out}"
     )
     for p in summary["probes"]:
         best = ", ".join(f"{u['unit']} ({u[p['metric']]:+.3f})" for u in p["best_units"][:3])

@@ -418,13 +418,16 @@ def write_report(
         if writer is not None:
             writer.add_image(f"inspect/probe/{variable}", image, step, dataformats="HWC")
             writer.add_scalar(f"inspect/probe_{variable}", abs(result.best_score), step)
+    finished = [i for i in range(len(rec.lengths)) if rec.complete[i]]
     summary = {
         "kind": rec.kind,
         "episodes": len(rec.lengths),
+        "complete_episodes": len(finished),
         "steps": rec.num_steps,
-        "mean_return": float(
-            np.mean([rec.episode(i)["reward"].sum() for i in range(len(rec.lengths))])
-        ),
+        # over the episodes that ended (a cut one's return is partial); nan if none did
+        "mean_return": float(np.mean([rec.episode(i)["reward"].sum() for i in finished]))
+        if finished
+        else math.nan,
         "max_abs_error_vs_fused": rec.max_abs_error,
         "probes": probes,
         "files": {key: str(path) for key, path in images.items()},
@@ -501,7 +504,9 @@ def log_rollout_diagnostics(
     L, M = min(num_steps, buffer.num_steps), min(num_envs, buffer.num_envs)
     with torch.no_grad():
         obs = buffer.obs[:L, :M]
-        features = encoder(obs.reshape(L * M, *obs.shape[2:])).view(L, M, -1)
+        # the agent's own encode (bf16 autocast where it acts so), else the bare encoder
+        encode = getattr(agent, "encode", encoder)
+        features = encode(obs.reshape(L * M, *obs.shape[2:])).view(L, M, -1)
     return log_lstm_diagnostics(
         core, features, buffer.states[0][:, :M], buffer.starts[:L, :M], writer, step
     )

@@ -158,6 +158,16 @@ def test_probe_scores() -> None:
     assert result.best_units[0] == 2 and result.linear > 0.99  # held-out accuracy
 
 
+def test_report_mean_return_leaves_out_episodes_cut_short(tmp_path: Path) -> None:
+    env = envs.memory.make("CountABEasy", 16, seed=0)  # episodes of different lengths
+    rec = record(_agent(env), env, 16, (), greedy=False, max_steps=6)
+    assert 0 < rec.complete.sum() < 16
+    summary = write_report(rec, tmp_path / "out", None, step=0)
+    ended = [rec.episode(i)["reward"].sum() for i in range(16) if rec.complete[i]]
+    assert summary["complete_episodes"] == len(ended)
+    assert summary["mean_return"] == pytest.approx(float(np.mean(ended)))
+
+
 # -- report files and TensorBoard -----------------------------------------------------------
 def test_report_writes_heatmaps_probes_npz_and_tensorboard_images(tmp_path: Path) -> None:
     env = envs.memory.make("CountABEasy", 4, seed=0)
