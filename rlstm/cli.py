@@ -249,7 +249,8 @@ def _train(args: argparse.Namespace) -> int:
             print(
                 f"rlstm: stopped at run.time_limit={cfg.run.time_limit:g} s after iteration "
                 f"{summary['iterations']} of {trainer.num_iterations}; resume with: "
-                f"rlstm train --resume {run_dir}",
+                f"{'torchrun [same options] -m rlstm' if world > 1 else 'rlstm'} "
+                f"train --resume {run_dir}",
                 file=sys.stderr,
             )
     return 0
