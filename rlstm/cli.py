@@ -1,4 +1,5 @@
-"""``rlstm train | eval | bench``: the one place that wires ``agents/`` and ``envs/`` to the core.
+"""``rlstm train | eval | bench | suite | inspect | plot``: the one place that wires
+``agents/`` and ``envs/`` to the core.
 
 Errors a user can fix (bad config, missing env id, unreadable checkpoint) print one line,
 ``rlstm: error: ...``, and exit with status 2 before anything runs.

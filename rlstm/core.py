@@ -6,11 +6,14 @@ of every layer then the cell states (``S = 2``), for a GRU the hidden states (``
 episode; the state entering such a step is zeroed. That rule lives here and nowhere else.
 
 ``sequence`` is the training path. A chunk that holds an episode start cannot be one plain
-cuDNN call (the state must be zeroed mid-sequence), and a Python loop over time costs ~9x
-one call. Instead the chunk is cut at every start into segments, each segment is laid out
-from time 0 of its own column, and all segments run as one packed-sequence call: segments
-that begin at an episode start get a zero state, the first segment of each column gets the
-column's stored state. Outputs are scattered back to ``(L, M, H)``. This equals the
+cuDNN call (the state must be zeroed mid-sequence), and a Python loop over time costs many
+calls' worth (9x to 50x one call on an H100, benchmarks/RESULTS.md). Instead the chunk is
+cut at every start into segments, each segment is laid out from time 0 of its own column,
+and all segments run as one call: segments that begin at an episode start get a zero state,
+the first segment of each column gets the column's stored state. The PPO loss needs only
+outputs, so its call is a plain padded one (padding after a segment's end cannot change its
+outputs); where final states are needed (state refresh, burn-in) it is a packed-sequence
+call. Outputs are scattered back to ``(L, M, H)``. This equals the
 step-by-step reference (``sequence_reference``) up to float rounding, values and gradients
 (tests/test_core.py). Sizing the padded batch takes one host sync per call, unless the caller
 passes the sizes: the PPO update gets every minibatch's sizes from :func:`segment_sizes` in

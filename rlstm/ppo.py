@@ -1,8 +1,9 @@
 """PPO with truncated BPTT over stored chunks: losses and the update loop.
 
 The update reads top to bottom in :func:`update`: chunk start states (stored, burned in, or
-refreshed), then epochs x minibatches of whole shuffled chunks, each one fused sequence call
-through the core, the CleanRL losses, and a gradient step that never applies a NaN/Inf.
+refreshed), then epochs x minibatches of whole shuffled chunks, each one sequence call
+through the core (one cuDNN call on the GPU), the CleanRL losses, and a gradient step that
+never applies a NaN/Inf.
 
 Under torchrun each rank updates on its own rollout; advantage normalisation, gradients, the
 skip and early-stop decisions and the returned statistics are global (:mod:`rlstm.distributed`),
