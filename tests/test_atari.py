@@ -405,10 +405,12 @@ def test_overlapped_collect_equals_groups_stepped_in_turn(tmp_path: Path) -> Non
                     action, _ = sample_actions(logits, gen)
                     assert torch.equal(buf.actions[t, cols], action)
                     torch.testing.assert_close(buf.values[t, cols], value)
-                    obs[g], reward, terminated, truncated, _ = part.step(action)
+                    obs[g], reward, terminated, truncated, info = part.step(action)
                     assert torch.equal(buf.rewards[t, cols], torch.sign(reward))
                     starts[g] = terminated | truncated
+                    assert torch.equal(buf.terminated[t, cols], terminated)
                     assert torch.equal(buf.truncated[t, cols], truncated)
+                    assert torch.equal(buf.final_obs[t, cols], info["final_obs"])
         assert buf.truncated.any() and buf.starts[1:].any()
         assert torch.equal(trainer.next_obs, torch.cat(obs))
         torch.testing.assert_close(trainer.next_state, torch.cat(state, dim=1))

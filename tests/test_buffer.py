@@ -116,3 +116,25 @@ def test_state_after_reads_next_state_at_the_end() -> None:
 def test_obs_stored_in_own_dtype(dtype: torch.dtype) -> None:
     buf = RolloutBuffer(4, 2, (84, 84), dtype, (2, 8), torch.device("cpu"))
     assert buf.obs.dtype == dtype and buf.final_obs.dtype == dtype
+
+
+@pytest.mark.parametrize("b", [1, 3, 8])
+def test_burn_in_follows_new_weights_from_the_state_stored_b_steps_earlier(b: int) -> None:
+    """With changed weights, chunk k's start state is a step loop over ``[kL - b, kL)`` from
+    the state stored at ``kL - b`` (``b`` capped at ``kL``); the first chunk keeps its stored
+    state. It then differs from the stale stored states."""
+    agent, buf = _filled_buffer()
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    burned = burn_in_states(agent, buf, 4, b)
+    expected = [buf.states[0]]
+    with torch.no_grad():
+        for t0 in (4, 8):
+            start = t0 - min(b, t0)
+            state = buf.states[start]
+            for t in range(start, t0):
+                _, _, state = agent.step(buf.obs[t], state, buf.starts[t])
+            expected.append(state)
+    torch.testing.assert_close(burned, torch.cat(expected, dim=1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(burned, buf.chunks(4).states)

@@ -3,11 +3,14 @@ on the device (no host sync per minibatch), with the same result."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import random_rollout
 
 import rlstm.ppo
+from rlstm.buffer import Chunks
 from rlstm.config import PPOConfig
 from rlstm.ppo import update
 
@@ -188,3 +191,124 @@ def test_the_nonfinite_stop_counts_skips_in_a_row_across_updates(tmp_path) -> No
     trainer.nonfinite_streak = 0
     with pytest.raises(TrainingStopped, match="3 consecutive updates"):
         trainer._check_finite(update(3, 5, (0, 0, 3)))  # 3 in a row inside one update
+
+
+class _FixedOutputs(torch.nn.Module):
+    """A policy whose ``sequence`` returns given logits and values: the loss alone is tested."""
+
+    def __init__(self, logits: list[list[float]], values: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor([logits]))  # (L=1, M, A)
+        self.values = torch.nn.Parameter(torch.tensor([values]))  # (1, M)
+
+    def sequence(self, obs, state, starts, need_state=True, sizes=None):  # type: ignore[no-untyped-def]
+        return self.logits, self.values, None
+
+
+def _hand_minibatch(ratios: list[float], advantages: list[float]) -> tuple[Chunks, torch.Tensor]:
+    """Four samples of action 0 at p = 0.5 whose old log-probs give ``ratios``; old values 0,
+    returns [1, 1, 0, 0]."""
+    old = torch.log(0.5 / torch.tensor([ratios]))
+    zeros = torch.zeros(1, 4)
+    mb = Chunks(
+        obs=zeros,
+        actions=torch.zeros(1, 4, dtype=torch.long),
+        logprobs=old,
+        values=zeros,
+        advantages=torch.tensor([advantages]),
+        returns=torch.tensor([[1.0, 1.0, 0.0, 0.0]]),
+        starts=torch.zeros(1, 4, dtype=torch.bool),
+        states=torch.zeros(0, 4, 1),
+    )
+    return mb, mb.advantages
+
+
+@pytest.mark.parametrize(
+    ("norm_adv", "clip_vloss", "policy_loss", "value_loss"),
+    [
+        # ratios 1.5, 0.5, 1.1, 0.9 with advantages 1, 1, -1, -1 and clip 0.2:
+        # max(-A r, -A clip(r)) = -1.2, -0.5, 1.1, 0.9 -> mean 0.075
+        # new values 1, -0.1, 0.5, 0 against returns 1, 1, 0, 0, old values 0:
+        # clipped value loss max((v - R)^2, (clip(v, -0.2, 0.2) - R)^2) = 0.64, 1.21, 0.25, 0
+        (False, True, 0.075, 0.5 * 2.1 / 4),
+        (False, False, 0.075, 0.5 * 1.46 / 4),
+        # normalised advantages +-sqrt(3)/2 (unbiased std): -1.5a, -0.5a, 1.1a, 0.9a
+        (True, True, 3**0.5 / 2 * (-1.2 - 0.5 + 1.1 + 0.9) / 4, 0.5 * 2.1 / 4),
+    ],
+)
+def test_minibatch_loss_matches_a_hand_computation(
+    norm_adv: bool, clip_vloss: bool, policy_loss: float, value_loss: float
+) -> None:
+    from rlstm.ppo import minibatch_loss
+
+    agent = _FixedOutputs([[0.0, 0.0]] * 4, [1.0, -0.1, 0.5, 0.0])
+    mb, adv = _hand_minibatch([1.5, 0.5, 1.1, 0.9], [1.0, 1.0, -1.0, -1.0])
+    cfg = PPOConfig(clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, norm_adv=norm_adv)
+    cfg.clip_vloss = clip_vloss
+    loss, stats = minibatch_loss(agent, mb, cfg, adv)
+    entropy = math.log(2)
+    kl = (0.5 - math.log(1.5) - 0.5 - math.log(0.5) + 0.1 - math.log(1.1) - 0.1 - math.log(0.9)) / 4
+    assert float(stats["policy_loss"]) == pytest.approx(policy_loss, abs=1e-6)
+    assert float(stats["value_loss"]) == pytest.approx(value_loss, abs=1e-6)
+    assert float(stats["entropy"]) == pytest.approx(entropy, abs=1e-6)
+    assert float(stats["clipfrac"]) == 0.5  # 1.5 and 0.5 lie outside [0.8, 1.2]
+    assert float(stats["approx_kl"]) == pytest.approx(kl, abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(
+        policy_loss - 0.01 * entropy + 0.5 * value_loss, abs=1e-6
+    )
+    # Sample 0 takes the clipped surrogate term (a constant in the ratio), and the entropy's
+    # gradient vanishes at uniform logits: its logits get no gradient, the others do.
+    loss.backward()
+    grad = agent.logits.grad
+    assert grad is not None
+    assert float(grad[0, 0].abs().max()) == 0.0
+    assert all(float(grad[0, i].abs().max()) > 1e-3 for i in (1, 2, 3))
+
+
+def test_truncation_bootstraps_from_the_final_obs_under_the_carried_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``Trainer.advantages``: a truncated step's bootstrap is the critic's value of its final
+    observation under the state the episode carried into it (no reset), recomputed here by
+    replaying the rollout step by step."""
+    from rlstm.buffer import compute_gae
+
+    trainer = _tiny_trainer(
+        tmp_path, ["env.id=PositionOnlyCartPoleEasy", "env.kwargs={episode_length: 5}"]
+    )
+    trainer.collect()
+    trainer.advantages()
+    buf, agent, p = trainer.buffer, trainer.agent, trainer.cfg.ppo
+    assert int(buf.truncated.sum()) >= 8  # episodes of 5 steps in a 16-step rollout
+    final_values = torch.zeros_like(buf.values)
+    with torch.no_grad():
+        state = buf.states[0]
+        for t in range(buf.num_steps):
+            _, value, state = agent.step(buf.obs[t], state, buf.starts[t])
+            torch.testing.assert_close(value, buf.values[t])  # the replay is the rollout
+            no_start = torch.zeros_like(buf.starts[t])
+            _, final_value, _ = agent.step(buf.final_obs[t], state, no_start)
+            final_values[t] = torch.where(buf.truncated[t], final_value, 0.0)
+        _, next_value, _ = agent.step(trainer.next_obs, trainer.next_state, trainer.next_starts)
+    advantages, returns = compute_gae(
+        buf.rewards,
+        buf.values,
+        buf.terminated,
+        buf.truncated,
+        final_values,
+        next_value,
+        p.gamma,
+        p.gae_lambda,
+    )
+    torch.testing.assert_close(buf.advantages, advantages)
+    torch.testing.assert_close(buf.returns, returns)
+    # and the bootstrap matters here: without it the advantages differ
+    without, _ = compute_gae(
+        buf.rewards,
+        buf.values,
+        buf.terminated,
+        buf.truncated,
+        torch.zeros_like(final_values),
+        next_value,
+        p.gamma,
+        p.gae_lambda,
+    )
+    assert not torch.allclose(buf.advantages, without)
