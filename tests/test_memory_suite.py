@@ -5,6 +5,8 @@ Per-task semantics (POPGym parity, task rules) live in the tier test files.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -135,3 +137,50 @@ def test_autoreset_and_state_roundtrip(name: str) -> None:
         assert torch.equal(term, term2) and torch.equal(trunc, trunc2)
         done = term | trunc
         assert torch.all(obs[done, -1] == 1.0), "obs after done must be a first step"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_autoreset_starts_the_next_episode_as_the_twin_does(name: str, seed: int) -> None:
+    """Same-step autoreset: the observation returned with ``done`` is the new episode's first,
+    equal to the twin's reset with the same content, and the two agree through that episode.
+    One env, whose autoreset is handed the second episode's content (content is injected
+    for every env at once, so a batch of one makes the autoreset a reset with content)."""
+    _, twin_cls, params = memory.REGISTRY[name]
+    twin, spare = twin_cls(**params), twin_cls(**params)
+    first, _ = twin.reset(seed=200 + seed)
+    spare.reset(seed=300 + seed)
+
+    def content(source: Any) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v)[None] for k, v in source.content.items()}
+
+    second = content(spare)
+    env = memory.make(name, num_envs=1, seed=seed)
+    obs = env.reset(content=content(twin))
+    np.testing.assert_allclose(obs[0].numpy(), first, atol=1e-5)
+    queued = {k: torch.as_tensor(v) for k, v in second.items()}
+    draw = env._new_episode
+
+    def new_episode(mask: torch.Tensor, content: Any = None) -> None:
+        # every step calls it; content is only ever handed over for an episode that begins
+        draw(mask, queued if content is None and bool(mask.any()) else content)
+
+    env._new_episode = new_episode
+    rng = np.random.default_rng(seed)
+    episodes = 0
+    for _ in range(2 * env.max_episode_steps + 2):
+        action = int(rng.integers(0, env.num_actions))
+        obs, reward, terminated, truncated, info = env.step(torch.tensor([action]))
+        t_obs, t_rew, t_term, t_trunc, _ = twin.step(action)
+        done = t_term or t_trunc
+        got = info["final_obs"][0] if done else obs[0]
+        np.testing.assert_allclose(got.numpy(), t_obs, atol=1e-4, err_msg=f"episode {episodes}")
+        assert reward[0].item() == pytest.approx(t_rew, abs=1e-5)
+        assert bool(terminated[0]) == t_term and bool(truncated[0]) == t_trunc
+        if done:
+            episodes += 1
+            if episodes == 2:
+                break
+            reset_obs, _ = twin.reset(options={"content": {k: v[0] for k, v in second.items()}})
+            np.testing.assert_allclose(obs[0].numpy(), reset_obs, atol=1e-5, err_msg="new episode")
+    assert episodes == 2, "an episode outlived max_episode_steps"
