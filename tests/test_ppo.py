@@ -288,27 +288,11 @@ def test_truncation_bootstraps_from_the_final_obs_under_the_carried_state(tmp_pa
             _, final_value, _ = agent.step(buf.final_obs[t], state, no_start)
             final_values[t] = torch.where(buf.truncated[t], final_value, 0.0)
         _, next_value, _ = agent.step(trainer.next_obs, trainer.next_state, trainer.next_starts)
-    advantages, returns = compute_gae(
-        buf.rewards,
-        buf.values,
-        buf.terminated,
-        buf.truncated,
-        final_values,
-        next_value,
-        p.gamma,
-        p.gae_lambda,
-    )
+    rollout = (buf.rewards, buf.values, buf.terminated, buf.truncated)
+    discount = (p.gamma, p.gae_lambda)
+    advantages, returns = compute_gae(*rollout, final_values, next_value, *discount)
     torch.testing.assert_close(buf.advantages, advantages)
     torch.testing.assert_close(buf.returns, returns)
     # and the bootstrap matters here: without it the advantages differ
-    without, _ = compute_gae(
-        buf.rewards,
-        buf.values,
-        buf.terminated,
-        buf.truncated,
-        torch.zeros_like(final_values),
-        next_value,
-        p.gamma,
-        p.gae_lambda,
-    )
+    without, _ = compute_gae(*rollout, torch.zeros_like(final_values), next_value, *discount)
     assert not torch.allclose(buf.advantages, without)
