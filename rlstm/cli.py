@@ -217,13 +217,6 @@ def _train(args: argparse.Namespace) -> int:
     agent = make_agent(cfg, env)
     if data is not None:
         check_compatible(data, cfg, env, agent)
-        saved_world = int(data.get("world_size", 1))
-        if saved_world != world and main_rank:
-            print(
-                f"rlstm: checkpoint was written by {saved_world} rank(s), this run has {world}: "
-                "weights and optimizer continue, episodes start afresh",
-                file=sys.stderr,
-            )
     else:
         run_dir = distributed.on_rank0(lambda: _new_run_dir(cfg))
     trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
@@ -250,8 +243,7 @@ def _train(args: argparse.Namespace) -> int:
             print(
                 f"rlstm: stopped at run.time_limit={cfg.run.time_limit:g} s after iteration "
                 f"{summary['iterations']} of {trainer.num_iterations}; resume with: "
-                f"{'torchrun [same options] -m rlstm' if world > 1 else 'rlstm'} "
-                f"train --resume {run_dir}",
+                f"{trainer.resume_command}",
                 file=sys.stderr,
             )
     return 0

@@ -366,9 +366,8 @@ def update_steps(
         per_mb = num_chunks // cfg.num_minibatches
         device = chunks.starts.device
         totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
-        applied = torch.zeros((), device=device)
-        # runs of skipped steps: before the first applied one, the current, the longest
-        leading, trailing, longest = (torch.zeros((), device=device) for _ in range(3))
+        # whether each minibatch step was applied: one copy per step, read once at the end
+        applied = torch.zeros(cfg.update_epochs * cfg.num_minibatches, device=device)
         tried = 0
         epochs_run = 0
         for _ in range(cfg.update_epochs):
@@ -392,10 +391,7 @@ def update_steps(
                     mb = Chunks(*(field[:, idx] for field in epoch_chunks))
                     ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
                 epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
-                leading += ~ok & (applied == 0)
-                applied += ok
-                trailing = torch.where(ok, 0.0, trailing + 1)
-                longest = torch.maximum(longest, trailing)
+                applied[tried] = ok
                 tried += 1
                 yield
             totals += epoch
@@ -404,8 +400,8 @@ def update_steps(
             if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
                 break
 
-        counts = torch.stack([applied, leading, trailing, longest]).tolist()
-        steps = int(counts[0])
+        oks = [bool(ok) for ok in applied[:tried].tolist()]
+        steps = sum(oks)
         skipped = tried - steps
         result = {key: value / max(steps, 1) for key, value in zip(LOSS_KEYS, totals.tolist())}
         result["explained_variance"] = (
@@ -413,8 +409,10 @@ def update_steps(
         )
         result["skipped_updates"] = float(skipped)
         result["applied_updates"] = float(steps)
-        for name, value in zip(("leading", "trailing", "longest"), counts[1:]):
-            result[f"skipped_{name}"] = value
+        # runs of skipped steps: before the first applied one, after the last, the longest
+        runs = [len(run) for run in "".join("+" if ok else "-" for ok in oks).split("+")]
+        for name, value in zip(("leading", "trailing", "longest"), (runs[0], runs[-1], max(runs))):
+            result[f"skipped_{name}"] = float(value)
         result["epochs"] = float(epochs_run)
         return result
 

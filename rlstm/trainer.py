@@ -242,11 +242,17 @@ class Trainer:
         self.recent_returns = [float(x) for x in data["recent_returns"]]
         self.time_split.update(data.get("time_split", {}))
         self.shuffle_gen.set_state(data["rng"]["shuffle"])
-        # This rank's env, state and RNG streams; none when the checkpoint was written by
-        # another number of ranks (the weights still apply; episodes start afresh).
+        # This rank's env, state and RNG streams; none when they cannot continue here (the
+        # weights still apply; episodes start afresh): another number of ranks, another
+        # device, another env count.
         local: dict[str, Any] | None = None
-        if int(data.get("world_size", 1)) == self.world:
+        saved_world = int(data.get("world_size", 1))
+        if saved_world == self.world:
             local = data["ranks"][distributed.rank()] if self.world > 1 else data
+        else:
+            self.fresh_episodes = (
+                f"checkpoint was written by {saved_world} rank(s), this run has {self.world}"
+            )
         if local is not None and not self._same_device(local):
             local = None  # env and action streams live on the device: they cannot move
             self.fresh_episodes = "the checkpoint's envs were saved on another device"
@@ -555,11 +561,9 @@ class Trainer:
                 if out_of_time:
                     break
                 if stop_signal is not None and self.iteration < num_iterations:
-                    launch = "torchrun [same options] -m rlstm" if self.world > 1 else "rlstm"
                     raise TrainingStopped(
                         f"stopped by {stop_signal} after iteration {self.iteration}; "
-                        f"checkpoint saved to {path}; "
-                        f"resume with: {launch} train --resume {self.run_dir}",
+                        f"checkpoint saved to {path}; resume with: {self.resume_command}",
                         exit_code=130 if stop_signal == "SIGINT" else 143,
                     )
         finally:
@@ -576,6 +580,12 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    @property
+    def resume_command(self) -> str:
+        """The command line that continues this run."""
+        launch = "torchrun [same options] -m rlstm" if self.world > 1 else "rlstm"
+        return f"{launch} train --resume {self.run_dir}"
 
     @property
     def num_iterations(self) -> int:
