@@ -33,7 +33,9 @@ python -m rlstm bench atari --num-envs 128 --seconds $S --device cuda \
   --set ppo.overlap_update=true --compare sb3 --sb3-envs 8 --json "$OUT/atari_128_sb3_8.json" \
   2>&1 | quiet | tee -a "$log"
 date -u | tee -a "$log"
-# Pong learning in the background: configs/atari/pong.yaml with the overlap, 5M steps.
+# Pong learning in the background: configs/atari/pong.yaml with the overlap, 5M steps
+# (PONG=0 skips it, to run it in the foreground of the next call instead).
+[ "${PONG:-1}" = 0 ] && exit 0
 setsid nohup bash -c "python -m rlstm train configs/atari/pong.yaml ppo.overlap_update=true \
   run.device=cuda run.progress=false run.out_dir=$LEARN run.run_name=pong \
   > $LEARN/pong_train.txt 2>&1; \
