@@ -201,7 +201,8 @@ def _train(args: argparse.Namespace) -> int:
     world, main_rank = distributed.world_size(), distributed.rank() == 0
     if cfg.ppo.overlap_update and world > 1:
         raise UsageError(
-            "ppo.overlap_update=true runs in a single process only, not under torchrun"
+            "ppo.overlap_update=true runs in a single process only, not under torchrun: "
+            "add ppo.overlap_update=false (the Atari configs turn it on)"
         )
     try:  # env.num_envs is the total over ranks: each rank steps its share
         num_envs = distributed.local_num_envs(
