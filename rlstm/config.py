@@ -122,7 +122,9 @@ class PPOConfig:
     vf_coef: float = doc("value loss coefficient", default=0.5)
     max_grad_norm: float = doc("global gradient norm clip", default=0.5)
     target_kl: float | None = doc(
-        "stop the epochs early past this approx KL (null = off)", default=None
+        "stop the epochs early when an epoch's last minibatch passes this approx KL "
+        "(CleanRL's rule; null = off)",
+        default=None,
     )
     norm_adv: bool = doc("normalise advantages per minibatch", default=True)
     bptt_len: int = doc("truncated BPTT chunk length (L); num_steps must be a multiple", default=32)
@@ -461,6 +463,12 @@ def validate(cfg: Config) -> None:
     if p.num_steps % p.bptt_len:
         raise ConfigError(
             f"ppo.num_steps={p.num_steps} is not a multiple of ppo.bptt_len={p.bptt_len}"
+        )
+    if p.norm_adv and cfg.batch_size < 2 * p.num_minibatches:
+        raise ConfigError(
+            f"ppo.norm_adv with ppo.num_minibatches={p.num_minibatches} leaves "
+            f"{cfg.batch_size / p.num_minibatches:g} step(s) per minibatch (env.num_envs="
+            f"{e.num_envs} x ppo.num_steps={p.num_steps}): normalising advantages needs >= 2"
         )
     if cfg.num_chunks % p.num_minibatches:
         raise ConfigError(

@@ -368,6 +368,8 @@ def update_steps(
         totals = torch.zeros(len(LOSS_KEYS), device=device)  # sums over applied minibatches
         # whether each minibatch step was applied: one copy per step, read once at the end
         applied = torch.zeros(cfg.update_epochs * cfg.num_minibatches, device=device)
+        # the last applied minibatch's approx KL: CleanRL's ppo.target_kl rule
+        last_kl = torch.zeros((), device=device)
         tried = 0
         epochs_run = 0
         for _ in range(cfg.update_epochs):
@@ -391,13 +393,13 @@ def update_steps(
                     mb = Chunks(*(field[:, idx] for field in epoch_chunks))
                     ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
                 epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
+                last_kl = torch.where(ok, stats["approx_kl"], last_kl)
                 applied[tried] = ok
                 tried += 1
                 yield
             totals += epoch
             epochs_run += 1
-            epoch_kl = epoch[LOSS_KEYS.index("approx_kl")]
-            if cfg.target_kl is not None and float(epoch_kl) / cfg.num_minibatches > cfg.target_kl:
+            if cfg.target_kl is not None and float(last_kl) > cfg.target_kl:
                 break
 
         oks = [bool(ok) for ok in applied[:tried].tolist()]

@@ -2,7 +2,10 @@
 
 The trainer sees a :class:`rlstm.vec.VecEnv` and a :class:`rlstm.ppo.Policy`; it knows no
 game and no network. Everything it needs to continue a run bit for bit (weights, optimizer,
-RNG streams, env state, recurrent state, counters) goes into the checkpoint.
+RNG streams, env state, recurrent state, counters) goes into the checkpoint. With
+``ppo.overlap_update`` a save first finishes the pending update, which an uninterrupted run
+would have interleaved with the next rollout: bit for bit there only across saves at
+``run.checkpoint_every`` iterations, which the uninterrupted run makes too.
 
 Under torchrun (:mod:`rlstm.distributed`) every rank runs this loop on its own envs (its
 share of ``env.num_envs``) with its own seed stream; the update keeps the weights identical.
@@ -232,6 +235,8 @@ class Trainer:
             for group in saved["param_groups"]
         ]
         self.optimizer.load_state_dict({**saved, "param_groups": groups})
+        for group in self.optimizer.param_groups:  # a resume may change ppo.adam_eps
+            group["eps"] = self.cfg.ppo.adam_eps
         if self.graphed is not None:  # the captured step reads the rate from device memory
             for group in self.optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
@@ -486,9 +491,10 @@ class Trainer:
                 step_before = self.global_step
                 self.global_step += cfg.batch_size
                 update_time += self._finish_update()  # the previous rollout's (overlap)
-                if p.anneal_lr:  # the rate of this rollout's update, wherever its steps run
-                    frac = 1.0 - self.iteration / num_iterations
-                    set_learning_rate(self.optimizer, frac * p.learning_rate)
+                # the rate of this rollout's update, wherever its steps run (and a resume's
+                # ppo.learning_rate, which the loaded optimizer state would otherwise override)
+                frac = 1.0 - self.iteration / num_iterations if p.anneal_lr else 1.0
+                set_learning_rate(self.optimizer, frac * p.learning_rate)
                 self.advantages()
                 self.pending_step = self.global_step
                 self.pending_update = update_steps(

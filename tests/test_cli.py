@@ -166,6 +166,21 @@ def test_adam_eps_reaches_adam_and_survives_resume(tmp_path: Path) -> None:
     assert checkpoint.load(tmp_path / "small")["global_step"] == 256 and eps("small") == 1e-8
 
 
+def test_a_resume_trains_with_its_new_learning_rate_and_adam_eps(tmp_path: Path) -> None:
+    """The loaded optimizer state carries the first run's rate and eps; a resume that
+    changes ``ppo.learning_rate`` (without annealing) or ``ppo.adam_eps`` trains with the
+    new ones, as its ``config.yaml`` says."""
+    run = tmp_path / "r"
+    args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=r", "ppo.anneal_lr=false"]
+    assert main([*args, "ppo.total_timesteps=128", "ppo.learning_rate=0.001"]) == 0
+    group = checkpoint.load(run)["optimizer"]["param_groups"][0]
+    assert (group["lr"], group["eps"]) == (0.001, 1e-5)
+    resume = ["train", "--resume", str(run), "ppo.total_timesteps=256"]
+    assert main([*resume, "ppo.learning_rate=0.01", "ppo.adam_eps=1e-8"]) == 0
+    group = checkpoint.load(run)["optimizer"]["param_groups"][0]
+    assert (group["lr"], group["eps"]) == (0.01, 1e-8)
+
+
 def test_same_run_name_never_shares_a_directory(tmp_path: Path) -> None:
     args = ["train", *SMALL, "ppo.total_timesteps=128", f"run.out_dir={tmp_path}", "run.run_name=x"]
     assert main(args) == 0 and main(args) == 0

@@ -95,6 +95,15 @@ def test_inconsistent_recurrent_settings_rejected() -> None:
             build_config(overrides=["ppo.overlap_update=true", setting])
 
 
+def test_advantage_normalisation_needs_two_steps_per_minibatch() -> None:
+    """One step per minibatch has no advantage std: every update would be NaN."""
+    tiny = ["env.num_envs=1", "ppo.num_steps=4", "ppo.bptt_len=1", "ppo.total_timesteps=64"]
+    with pytest.raises(ConfigError, match="leaves 1 step\\(s\\) per minibatch"):
+        build_config(overrides=[*tiny, "ppo.num_minibatches=4"])
+    assert build_config(overrides=[*tiny, "ppo.num_minibatches=2"]).ppo.num_minibatches == 2
+    assert build_config(overrides=[*tiny, "ppo.num_minibatches=4", "ppo.norm_adv=false"])
+
+
 def test_yaml_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         build_config(tmp_path / "missing.yaml")

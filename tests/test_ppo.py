@@ -296,3 +296,44 @@ def test_truncation_bootstraps_from_the_final_obs_under_the_carried_state(tmp_pa
     # and the bootstrap matters here: without it the advantages differ
     without, _ = compute_gae(*rollout, torch.zeros_like(final_values), next_value, *discount)
     assert not torch.allclose(buf.advantages, without)
+
+
+def test_target_kl_stops_after_the_epoch_whose_last_minibatch_passes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CleanRL's rule: after each epoch, stop when the last minibatch's approx KL exceeds
+    ``ppo.target_kl``. The reference is the KL of every minibatch of an update run without
+    the target; each threshold is set just below an epoch's last KL."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, update_epochs=4)
+    kls: list[float] = []
+
+    def loss_fn(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, stats = REAL_LOSS(*args, **kwargs)
+        kls.append(float(stats["approx_kl"]))
+        return loss, stats
+
+    monkeypatch.setattr(rlstm.ppo, "minibatch_loss", loss_fn)
+
+    def run(target_kl: float | None) -> dict[str, float]:
+        kls.clear()
+        agent, buf = random_rollout(num_envs=8)
+        params = [p for p in agent.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+        gen = torch.Generator().manual_seed(2)
+        return update(agent, params, optimizer, buf, replace(cfg, target_kl=target_kl), gen)
+
+    assert run(None)["epochs"] == 4
+    per_epoch = [kls[i : i + cfg.num_minibatches] for i in range(0, len(kls), cfg.num_minibatches)]
+    last = [epoch[-1] for epoch in per_epoch]
+    means = [sum(epoch) / len(epoch) for epoch in per_epoch]
+    checked_a_difference = False
+    for e in range(3):
+        threshold = last[e] * (1 - 1e-6)
+        expected = next(i for i, kl in enumerate(last) if kl > threshold) + 1
+        assert run(threshold)["epochs"] == expected
+        by_mean = next((i + 1 for i, kl in enumerate(means) if kl > threshold), 4)
+        checked_a_difference |= by_mean != expected
+    assert checked_a_difference, "the rollout does not tell the last KL from the mean"
+    assert run(max(last) * 2)["epochs"] == 4
