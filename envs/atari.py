@@ -8,9 +8,10 @@ the emulator to the encoder: ``(B, 84, 84)`` with ``stack_num=1`` (the default: 
 frame stack, has to infer motion) or ``(B, stack_num, 84, 84)``. On CUDA they go through
 pinned, double-buffered host memory with ``non_blocking`` copies.
 
-Ids: ``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` both name the game ``pong``; the id picks the
-game only. The protocol comes from the explicit settings (``EnvConfig``), so a config states
-it in full:
+Ids: ``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` both name the game ``pong``. The id also sets
+the default sticky-action probability as gymnasium registers it (0.25 for v5, 0 for
+NoFrameskip-v4); every other setting comes from ``EnvConfig``, so a config states its
+protocol in full:
 
 - Machado et al. 2018 (v5): ``repeat_action_probability=0.25``, ``life_loss=none``.
 - DQN Nature / CleanRL (NoFrameskip-v4): ``repeat_action_probability=0``,
@@ -82,6 +83,7 @@ from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 from torch import Tensor
 
+from rlstm.config import sticky_actions_of
 from rlstm.vec import EpisodeStats, StepResult, VecEnv
 
 LIFE_LOSS = ("none", "terminal")
@@ -89,12 +91,33 @@ FRAME_SIZE = 84
 
 
 @functools.lru_cache(maxsize=1)
+def num_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+INT_MAX = 2**31 - 1
+
+# ROMs without a single-player mode: ale-py registers no gymnasium id for them, and its
+# emulator exits the process (no exception) when asked to load one.
+MULTIPLAYER_ONLY = frozenset({"combat", "joust", "maze_craze", "warlords"})
+
+
+def _id_name(rom: str) -> str:
+    return rom.title().replace("_", "")
+
+
 def games() -> dict[str, str]:
-    """Every ROM ale-py ships, as PascalCase id name -> ROM id (``"MsPacman" -> "ms_pacman"``).
+    """Every single-player ROM ale-py ships, as PascalCase id name -> ROM id
+    (``"MsPacman" -> "ms_pacman"``).
 
     The names are built exactly as ale-py registers its gymnasium ids.
     """
-    return {rom.title().replace("_", ""): rom for rom in roms.get_all_rom_ids()}
+    roms_ = roms.get_all_rom_ids()
+    return {_id_name(rom): rom for rom in roms_ if rom not in MULTIPLAYER_ONLY}
 
 
 _ID_PATTERNS = (re.compile(r"ALE/([A-Za-z0-9]+)-v5"), re.compile(r"([A-Za-z0-9]+)NoFrameskip-v4"))
@@ -108,11 +131,17 @@ def game_of(env_id: str) -> str:
             name = match.group(1)
             break
     else:
-        raise ValueError(
-            f"env.id={env_id!r} is not an Atari id; expected ALE/<Game>-v5 or "
-            "<Game>NoFrameskip-v4 (e.g. ALE/Pong-v5, BreakoutNoFrameskip-v4)"
+        hint = atari_id_hint(env_id) or (
+            "expected ALE/<Game>-v5 or <Game>NoFrameskip-v4 (e.g. ALE/Pong-v5, "
+            "BreakoutNoFrameskip-v4)"
         )
+        raise ValueError(f"env.id={env_id!r} is not an Atari id; {hint}")
     known = games()
+    if name in {_id_name(rom) for rom in MULTIPLAYER_ONLY}:
+        raise ValueError(
+            f"env.id={env_id!r}: {name} has no single-player mode in ale-py (it registers no "
+            "gymnasium id for it either)"
+        )
     if name not in known:
         close = difflib.get_close_matches(name, list(known), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -124,6 +153,23 @@ def game_of(env_id: str) -> str:
             f"{examples} ({len(known)} in all)"
         )
     return known[name]
+
+
+_OTHER_ATARI_ID = re.compile(r"(?:ALE/)?([A-Za-z0-9]+?)(-ram)?(?:Deterministic|NoFrameskip)?-v\d+")
+
+
+def atari_id_hint(env_id: str) -> str:
+    """For an Atari id of a form rlstm does not take (``Pong-v4``, ``ALE/Pong-ram-v5``, ...):
+    the forms it takes for that game; ``""`` for anything else."""
+    match = _OTHER_ATARI_ID.fullmatch(env_id)
+    if match is None or match.group(1) not in games():
+        return ""
+    name = match.group(1)
+    ram = "RAM observations are not supported (the agent sees frames); " if match.group(2) else ""
+    return (
+        f"{ram}rlstm's Atari backend takes ALE/{name}-v5 (v5 protocol, sticky actions) or "
+        f"{name}NoFrameskip-v4 (DQN / CleanRL protocol)"
+    )
 
 
 def rom_path(env_id: str, game: str) -> str:
@@ -197,7 +243,7 @@ class AtariEnv(VecEnv):
         device: str | torch.device = "cpu",
         seed: int = 0,
         *,
-        repeat_action_probability: float = 0.25,
+        repeat_action_probability: float | None = None,
         full_action_space: bool = False,
         frameskip: int = 4,
         noop_max: int = 30,
@@ -218,6 +264,17 @@ class AtariEnv(VecEnv):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+        if not isinstance(fire_reset, bool):
+            raise ValueError(f"fire_reset={fire_reset!r} must be true or false")
+        if max_episode_steps * frameskip > INT_MAX:  # ale-py counts frames in a C int
+            raise ValueError(
+                f"max_episode_steps={max_episode_steps} x frameskip {frameskip} passes "
+                f"ale-py's frame limit {INT_MAX}"
+            )
+        if noop_max > INT_MAX:
+            raise ValueError(f"noop_max={noop_max} passes ale-py's limit {INT_MAX}")
+        if repeat_action_probability is None:
+            repeat_action_probability = sticky_actions_of(env_id)
         for name, prob in (
             ("repeat_action_probability", repeat_action_probability),
             ("flicker", flicker),
@@ -229,7 +286,7 @@ class AtariEnv(VecEnv):
         game = game_of(env_id)
         rom_path(env_id, game)
         if num_threads == 0:
-            num_threads = min(num_envs, len(os.sched_getaffinity(0)))
+            num_threads = min(num_envs, num_cores())
 
         self.env_id = env_id
         self.game = game
@@ -237,6 +294,7 @@ class AtariEnv(VecEnv):
         self.device = torch.device(device)
         self.seed = seed
         self.life_loss = life_loss
+        self.repeat_action_probability = float(repeat_action_probability)
         self.flicker = float(flicker)
         self.stack_num = stack_num
         self.frameskip = frameskip
@@ -306,8 +364,15 @@ class AtariEnv(VecEnv):
             "stack_num": env_cfg.stack_num,
             "max_episode_steps": env_cfg.max_episode_steps,
             "num_threads": env_cfg.num_threads,
-            **env_cfg.kwargs,
         }
+        shadowed = sorted(set(env_cfg.kwargs) & set(options))
+        if shadowed:  # config.yaml would describe another env than the one that runs
+            raise ValueError(
+                f"env.kwargs sets {', '.join(shadowed)}: set env.{shadowed[0]} instead "
+                "(env.kwargs passes only options without a setting of their own, e.g. "
+                "fire_reset)"
+            )
+        options.update(env_cfg.kwargs)
         groups = int(getattr(env_cfg, "num_groups", 1))
         if groups > 1:
             return AtariGroups(env_cfg.id, num_envs, groups, device, seed, **options)

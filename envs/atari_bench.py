@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from envs.atari import game_of, num_cores
 from rlstm.config import Config, build_config
 from rlstm.logger import Logger
 
@@ -66,13 +67,6 @@ def require_sb3() -> None:
         import stable_baselines3  # noqa: F401
     except ImportError:
         raise MissingDependency(SB3_MISSING) from None
-
-
-def num_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_model() -> str:
@@ -167,9 +161,13 @@ def bench_config(
         f"run.device={device}",
         f"run.torch_threads={torch_threads}",
     ]
-    if env_id is not None:
-        sets.insert(0, f"env.id={env_id}")
+    if env_id is not None:  # the id's sticky actions, not the config's game's
+        sets[:0] = [f"env.id={env_id}", "env.repeat_action_probability=null"]
     cfg = build_config(config if config is not None else DEFAULT_CONFIG, [*sets, *overrides])
+    try:
+        game_of(cfg.env.id)
+    except ValueError as exc:
+        raise BenchError(f"rlstm bench atari: {exc}") from None
     if env_threads is not None:
         cfg.env.num_threads = env_threads
     elif cfg.env.num_threads == 0:  # emulator threads + torch threads <= cores

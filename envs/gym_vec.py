@@ -19,6 +19,15 @@ from torch import Tensor
 from rlstm.vec import EpisodeStats, StepResult, VecEnv
 
 
+def _atari_hint(env_id: str) -> str:
+    """Where ``env_id`` is an Atari id of another form (``Pong-v4``), the forms rlstm takes."""
+    try:
+        from envs.atari import atari_id_hint
+    except ImportError:  # no ale-py
+        return ""
+    return atari_id_hint(env_id)
+
+
 class GymVecEnv(VecEnv):
     def __init__(
         self,
@@ -37,6 +46,9 @@ class GymVecEnv(VecEnv):
                 importlib.import_module(module)
             except ImportError as exc:
                 raise ValueError(f"env.id: cannot import {module!r} ({exc})") from None
+        hint = _atari_hint(env_id)
+        if hint:  # registered with ale-py imported, but as 210x160 RGB frames, unprocessed
+            raise ValueError(f"env.id={env_id!r}: {hint}")
         if env_id not in gym.registry:
             raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")
         try:

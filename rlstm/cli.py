@@ -83,8 +83,11 @@ def make_env(
                 opts["first_flag"] = e.first_flag
             return envs.memory.make(e.id, n, device, seed, check_range=False, **opts)
         if backend == "atari":
-            from envs.atari import AtariEnv
+            from envs.atari import AtariEnv, num_cores
 
+            if e.num_threads == 0:  # emulator threads + torch threads within the cores
+                free = num_cores() - torch.get_num_threads()
+                e = dataclasses.replace(e, num_threads=max(1, min(n // e.num_groups, free)))
             return AtariEnv.from_config(e, n, device, seed)
         from envs.gym_vec import GymVecEnv
 
@@ -155,8 +158,13 @@ def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.n
 def setup_torch(cfg: Config) -> torch.device:
     device = resolve_device(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
+    threads = cfg.run.torch_threads
+    if not threads and backend_of(cfg) == "atari":
+        # ATARI.md's thread trap: torch's threads spinning beside the emulator's slow both
+        # (measured 10x on 2 cores); the emulator gets the rest (make_env)
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
     torch.backends.cudnn.deterministic = cfg.run.torch_deterministic
     torch.backends.cudnn.benchmark = not cfg.run.torch_deterministic
     return device
@@ -625,7 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seconds", type=positive_float, default=None, help="default 2; atari: 60")
     # atari: raw env steps/s vs rlstm training steps/s (vs sb3-contrib with --compare sb3)
-    bench.add_argument("--env", default=None, help="atari: game id (default: the config's)")
+    bench.add_argument(
+        "--env",
+        default=None,
+        help="atari: game id (default: the config's); its sticky actions follow the id",
+    )
     bench.add_argument("--num-envs", type=positive_int, default=16, help="atari: parallel games")
     bench.add_argument("--config", default=None, help="atari: (default configs/atari/pong.yaml)")
     bench.add_argument("--compare", choices=["sb3"], default=None, help="atari: also time sb3")

@@ -50,8 +50,13 @@ class EnvConfig:
     first_flag: bool | None = doc(
         "memory tasks: first-step flag in the obs (null = the task's default)", default=None
     )
-    # Atari (ale-py vector env). Defaults follow Machado et al. 2018 (the v5 protocol).
-    repeat_action_probability: float = doc("Atari: sticky-action probability", default=0.25)
+    # Atari (ale-py vector env). Defaults follow Machado et al. 2018 (the v5 protocol), except
+    # sticky actions, which follow the id as gymnasium registers it.
+    repeat_action_probability: float | None = doc(
+        "Atari: sticky-action probability (null = the id's: 0.25 for ALE/<Game>-v5, "
+        "0 for <Game>NoFrameskip-v4)",
+        default=None,
+    )
     full_action_space: bool = doc("Atari: all 18 actions instead of the minimal set", default=False)
     frameskip: int = doc("Atari: emulator frames per agent step (max-pooled)", default=4)
     noop_max: int = doc("Atari: up to this many no-ops at reset", default=30)
@@ -68,7 +73,11 @@ class EnvConfig:
     max_episode_steps: int = doc(
         "Atari: truncate episodes after this many agent steps", default=27000
     )
-    num_threads: int = doc("Atari: emulator threads (0 = one per env, capped by cores)", default=0)
+    num_threads: int = doc(
+        "Atari: emulator threads per group (0 = one per env, capped by the cores torch "
+        "leaves free)",
+        default=0,
+    )
     num_groups: int = doc(
         "Atari: env groups stepped alternately, so the emulators of one group run while the "
         "policy acts for another (1 = one synchronous batch)",
@@ -177,7 +186,11 @@ class RunConfig:
     torch_deterministic: bool = doc(
         "deterministic torch kernels (cudnn.deterministic)", default=True
     )
-    torch_threads: int = doc("CPU threads for torch (0 = torch's default)", default=0)
+    torch_threads: int = doc(
+        "CPU threads for torch (0 = torch's default; 1 on Atari, whose emulator threads "
+        "take the other cores)",
+        default=0,
+    )
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
     time_limit: float = doc(
         "stop cleanly after the iteration that passes this many seconds of this launch "
@@ -369,6 +382,12 @@ def build_config(
     return cfg
 
 
+def sticky_actions_of(env_id: str) -> float:
+    """An Atari id's own sticky-action probability, as gymnasium registers it: 0 for
+    ``<Game>NoFrameskip-v4`` (DQN / CleanRL), 0.25 for ``ALE/<Game>-v5`` (Machado et al.)."""
+    return 0.0 if env_id.endswith("NoFrameskip-v4") else 0.25
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a saved (resolved) config."""
     return build_config(base=data)
@@ -379,7 +398,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def validate(cfg: Config) -> None:
-    """Reject impossible or inconsistent settings, naming the values."""
+    """Reject impossible or inconsistent settings, naming the values; resolve the settings
+    whose default depends on others (``env.repeat_action_probability`` on ``env.id``)."""
     for section in SECTIONS:
         for key, value in getattr(cfg, section).__dict__.items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -390,6 +410,8 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{full}={value!r}: must be one of {', '.join(allowed)}")
     e, a, p, r = cfg.env, cfg.agent, cfg.ppo, cfg.run
+    if e.repeat_action_probability is None:  # resolved here, so config.yaml records it
+        e.repeat_action_probability = sticky_actions_of(e.id)
     positive = {
         "env.num_envs": e.num_envs,
         "env.frameskip": e.frameskip,

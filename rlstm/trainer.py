@@ -276,6 +276,8 @@ class Trainer:
             self.next_starts = local["next_starts"].to(self.device)
             self.next_state = local["next_state"].to(self.device)
         else:  # emulators that cannot save their state start fresh episodes
+            if local is not None:  # said only here: the other reasons were named above
+                self.fresh_episodes = f"{type(self.env).__name__} cannot save its envs' state"
             self.next_obs = self.env.reset(seed=self.seed + self.iteration)
             self.next_starts = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)
             self.next_state = self.agent.initial_state(self.env.num_envs, self.device)

@@ -213,6 +213,9 @@ def test_no_flicker_no_blank_frames(pong_capped: AtariEnv) -> None:
         ("ALE/Pong-v4", "is not an Atari id"),
         ("CartPole-v1", "expected ALE/<Game>-v5 or <Game>NoFrameskip-v4"),
         ("FooBarNoFrameskip-v4", "known games include"),
+        ("ALE/Pong-ram-v5", "RAM observations are not supported.*takes ALE/Pong-v5 "),
+        ("ALE/Joust-v5", "Joust has no single-player mode"),  # ale-py would exit the process
+        ("WarlordsNoFrameskip-v4", "Warlords has no single-player mode"),
     ],
 )
 def test_bad_ids(env_id: str, message: str) -> None:
@@ -220,11 +223,50 @@ def test_bad_ids(env_id: str, message: str) -> None:
         AtariEnv(env_id, 2)
 
 
+@pytest.mark.parametrize("env_id", ["Pong-v4", "PongDeterministic-v4", "Pong-v5"])
+def test_other_atari_forms_are_pointed_to_the_ones_rlstm_takes(env_id: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    from rlstm.cli import main
+
+    assert main(["train", f"env.id={env_id}", "run.device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "takes ALE/Pong-v5 (v5 protocol, sticky actions) or PongNoFrameskip-v4" in err
+
+
 def test_ids_map_to_rom_names() -> None:
     assert game_of("ALE/Pong-v5") == game_of("PongNoFrameskip-v4") == "pong"
     assert game_of("ALE/MsPacman-v5") == "ms_pacman"
     assert game_of("MontezumaRevengeNoFrameskip-v4") == "montezuma_revenge"
     assert game_of("BeamRiderNoFrameskip-v4") == "beam_rider"
+
+
+def test_games_are_the_ids_gymnasium_registers() -> None:
+    import ale_py
+    import gymnasium as gym
+
+    from envs.atari import games
+
+    gym.register_envs(ale_py)
+    registered = {i for i in gym.registry if i.startswith("ALE/") and "-ram" not in i}
+    assert {f"ALE/{name}-v5" for name in games()} == registered
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "BreakoutNoFrameskip-v4"])
+def test_sticky_actions_follow_the_id_as_gymnasium_registers_it(env_id: str) -> None:
+    import ale_py
+    import gymnasium as gym
+
+    from rlstm.config import build_config
+
+    gym.register_envs(ale_py)
+    expected = gym.spec(env_id).kwargs["repeat_action_probability"]
+    assert build_config(overrides=[f"env.id={env_id}"]).env.repeat_action_probability == expected
+    env = AtariEnv(env_id, 1)
+    try:
+        assert env.repeat_action_probability == expected
+    finally:
+        env.close()
+    stated = build_config(overrides=[f"env.id={env_id}", "env.repeat_action_probability=0.1"])
+    assert stated.env.repeat_action_probability == 0.1  # a stated protocol wins
 
 
 def test_missing_rom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,6 +281,8 @@ def test_missing_rom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ({"life_loss": "episodic"}, "life_loss='episodic' must be one of none, terminal"),
         ({"flicker": 1.5}, r"flicker=1.5 must lie in \[0, 1\]"),
         ({"stack_num": 0}, "stack_num=0 must be an integer >= 1"),
+        ({"fire_reset": 3}, "fire_reset=3 must be true or false"),
+        ({"max_episode_steps": 10**9}, "x frameskip 4 passes ale-py's frame limit 2147483647"),
     ],
 )
 def test_bad_options(kwargs: dict, message: str) -> None:
@@ -275,6 +319,73 @@ def test_configs_build(path: Path) -> None:
         assert env.life_loss == cfg.env.life_loss
     finally:
         env.close()
+
+
+def test_env_kwargs_cannot_shadow_a_setting() -> None:
+    """``config.yaml`` must describe the env that runs."""
+    from rlstm.config import build_config
+
+    cfg = build_config(overrides=["env.id=ALE/Pong-v5", "env.kwargs={life_loss: terminal}"])
+    with pytest.raises(ValueError, match="env.kwargs sets life_loss: set env.life_loss instead"):
+        AtariEnv.from_config(cfg.env, 1, "cpu", 0)
+
+
+def test_train_leaves_the_cores_to_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATARI.md's thread trap: with both thread counts left at 0, torch gets one thread and
+    each env group's emulator the other cores, as ``rlstm bench atari`` does."""
+    import envs.atari
+    from rlstm.cli import make_env, setup_torch
+    from rlstm.config import build_config
+
+    monkeypatch.setattr(envs.atari, "num_cores", lambda: 6)
+    sets = ["env.id=ALE/Pong-v5", "env.num_envs=16", "env.num_groups=2", "run.device=cpu"]
+    cfg = build_config(overrides=sets)
+    assert (cfg.run.torch_threads, cfg.env.num_threads) == (0, 0)
+    torch.set_num_threads(3)
+    setup_torch(cfg)
+    assert torch.get_num_threads() == 1
+    env = make_env(cfg, torch.device("cpu"))
+    try:
+        assert [group.num_threads for group in env.groups] == [5, 5]
+    finally:
+        env.close()
+    memory = build_config(overrides=["run.device=cpu"])  # other backends keep torch's default
+    torch.set_num_threads(3)
+    setup_torch(memory)
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(1)
+    stated = build_config(overrides=[*sets, "run.torch_threads=2", "env.num_threads=4"])
+    setup_torch(stated)
+    env = make_env(stated, torch.device("cpu"), groups=False)
+    try:
+        assert (torch.get_num_threads(), env.num_threads) == (2, 4)
+    finally:
+        env.close()
+        torch.set_num_threads(1)
+
+
+def test_resume_says_the_games_start_afresh(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from rlstm.cli import main
+
+    tiny = [
+        "env.id=ALE/Pong-v5",
+        "env.num_envs=2",
+        "env.num_threads=1",
+        "ppo.num_steps=8",
+        "ppo.bptt_len=8",
+        "ppo.num_minibatches=1",
+        "ppo.update_epochs=1",
+        "agent.hidden_size=16",
+        "run.progress=false",
+        "run.torch_threads=1",
+    ]
+    run = tmp_path / "p"
+    args = ["train", *tiny, f"run.out_dir={tmp_path}", "run.run_name=p"]
+    assert main([*args, "ppo.total_timesteps=16"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "ppo.total_timesteps=32"]) == 0
+    err = capsys.readouterr().err
+    assert "AtariEnv cannot save its envs' state: weights and optimizer continue" in err
 
 
 def test_env_steps_per_second() -> None:

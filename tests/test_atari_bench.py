@@ -97,3 +97,20 @@ def test_cli_passes_sb3_envs_to_the_bench(monkeypatch, capsys) -> None:
     assert main(["bench", "atari", "--compare", "sb3", "--sb3-envs", "8"]) == 2
     assert seen["sb3_envs"] == 8 and seen["sb3_vec"] == "subproc"
     assert "stop here" in capsys.readouterr().err
+
+
+def test_bench_needs_an_atari_id_and_takes_its_sticky_actions() -> None:
+    with pytest.raises(atari_bench.BenchError, match="'CartPole-v1' is not an Atari id"):
+        atari_bench.bench_config(None, "CartPole-v1", 2, 1.0, "cpu", 1, None)
+    # the default config (configs/atari/pong.yaml) states the NoFrameskip protocol: no sticky
+    # actions; another id brings its own, unless --set says otherwise
+    assert (
+        atari_bench.bench_config(None, None, 2, 1.0, "cpu", 1, None).env.repeat_action_probability
+        == 0.0
+    )
+    v5 = atari_bench.bench_config(None, "ALE/Pong-v5", 2, 1.0, "cpu", 1, None)
+    assert v5.env.repeat_action_probability == 0.25
+    stated = atari_bench.bench_config(
+        None, "ALE/Pong-v5", 2, 1.0, "cpu", 1, None, ["env.repeat_action_probability=0.0"]
+    )
+    assert stated.env.repeat_action_probability == 0.0
