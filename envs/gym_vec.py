@@ -47,7 +47,10 @@ class GymVecEnv(VecEnv):
             except ImportError as exc:
                 raise ValueError(f"env.id: cannot import {module!r} ({exc})") from None
         hint = _atari_hint(env_id)
-        if hint:  # registered with ale-py imported, but as 210x160 RGB frames, unprocessed
+        spec = gym.registry.get(env_id)
+        # an Atari id of another form: unregistered, or ale-py's raw 210x160 RGB frames
+        # (not Blackjack-v1, gymnasium's own card game, named like the Atari one)
+        if hint and (spec is None or "ale_py" in str(spec.entry_point)):
             raise ValueError(f"env.id={env_id!r}: {hint}")
         if env_id not in gym.registry:
             raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")

@@ -244,6 +244,16 @@ def _train(args: argparse.Namespace) -> int:
         if main_rank:
             print(f"rlstm: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-iteration
+        if main_rank:
+            saved = run_dir / checkpoint.LATEST
+            kept = (
+                f"the last checkpoint, {saved}, is intact; resume with: {trainer.resume_command}"
+                if saved.is_file()
+                else "no checkpoint was saved yet"
+            )
+            print(f"rlstm: stopped at once by a second Ctrl-C; {kept}", file=sys.stderr)
+        return 130
     finally:
         env.close()
     if main_rank:
@@ -720,6 +730,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"rlstm: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rlstm: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -292,8 +292,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = value
+        if isinstance(value, str):  # YAML 1.1 reads "1e6" as a string
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
         raise ConfigError(f"{key}={value!r}: expected an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -303,6 +304,13 @@ class Trainer:
         if self._stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self._stop_signal = signal.Signals(signum).name
+        if self.is_main:  # an Atari iteration on a CPU can take minutes: say it was heard
+            tty = sys.stderr.isatty()
+            print(
+                f"{chr(10) if tty else ''}rlstm: {self._stop_signal}: stopping after this "
+                "iteration with a checkpoint (Ctrl-C again stops at once, without one)",
+                file=sys.stderr,
+            )
 
     # -- the loop ------------------------------------------------------------------------
     @torch.no_grad()

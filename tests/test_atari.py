@@ -232,6 +232,13 @@ def test_other_atari_forms_are_pointed_to_the_ones_rlstm_takes(env_id: str, caps
     assert "takes ALE/Pong-v5 (v5 protocol, sticky actions) or PongNoFrameskip-v4" in err
 
 
+def test_gymnasiums_own_blackjack_is_not_taken_for_the_atari_game() -> None:
+    from envs.gym_vec import GymVecEnv
+
+    env = GymVecEnv("Blackjack-v1", 2)  # the Atari game is Blackjack too
+    env.close()
+
+
 def test_ids_map_to_rom_names() -> None:
     assert game_of("ALE/Pong-v5") == game_of("PongNoFrameskip-v4") == "pong"
     assert game_of("ALE/MsPacman-v5") == "ms_pacman"

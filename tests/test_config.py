@@ -36,6 +36,9 @@ def test_override_value_types() -> None:
     assert cfg.agent.core == "gru" and cfg.ppo.anneal_lr is False
     assert cfg.env.id == "123"
     assert build_config(overrides=["ppo.target_kl=null"]).ppo.target_kl is None
+    # YAML 1.1 reads 1e6 and 1.0e6 as strings; whole numbers written so are integers
+    for text in ("1e6", "1.0e6", "1000000.0"):
+        assert build_config(overrides=[f"ppo.total_timesteps={text}"]).ppo.total_timesteps == 10**6
 
 
 def test_derived_values_are_properties() -> None:
@@ -57,6 +60,7 @@ def test_derived_values_are_properties() -> None:
         ("ppo.gamma=high", "ppo.gamma='high': expected a number"),
         ("ppo.num_steps=1.5", "ppo.num_steps=1.5: expected an integer"),
         ("ppo.num_steps=true", "expected an integer"),
+        ("ppo.num_steps=1.5e0", "ppo.num_steps='1.5e0': expected an integer"),
         ("ppo.anneal_lr=2", "ppo.anneal_lr=2: expected true or false"),
         ("ppo.gamma=1.5", "ppo.gamma=1.5 must lie in [0, 1]"),
         ("ppo.learning_rate=0", "ppo.learning_rate=0.0 must be > 0"),
