@@ -558,8 +558,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for name, row in summary.items():
+        x = row["final_x"]
+        where = f"step {x:,.0f}" if args.x == "steps" else f"{x:,.0f} s"
         print(
-            f"{name}: {len(row['runs'])} run(s), final {row['final']:.4f}, best {row['best']:.4f}"
+            f"{name}: {len(row['runs'])} run(s), final {row['final']:.4f} at {where}, "
+            f"best {row['best']:.4f}"
         )
     print(f"rlstm: wrote {args.out}", file=sys.stderr)
     return 0

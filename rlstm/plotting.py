@@ -234,7 +234,8 @@ def plot_curves(
     Each run's points are smoothed by a trailing mean over ``smooth`` points (default: 1/20
     of them) and interpolated onto a common grid; with ``group`` the runs of one experiment
     (``group_name``) are drawn as their mean with the min-max range shaded. Returns, per
-    curve, its runs and the final smoothed mean.
+    curve, its runs and the final smoothed mean, over the span every run of the group covers
+    (``final_x``: where the shortest run ends).
     """
     if x not in ("steps", "time"):
         raise ValueError(f"x={x!r} must be steps or time")
@@ -264,22 +265,35 @@ def plot_curves(
         for i, (_, xs, ys) in enumerate(members):
             inside = (grid >= xs.min()) & (grid <= xs.max())
             curves[i, inside] = np.interp(grid[inside], xs, ys)
-        mean = np.nanmean(curves, axis=0)
+        # The mean and range only where every run has data: past the shortest run (a crashed
+        # or time-limited seed) the longer ones are drawn alone, thin, and not averaged.
+        every = ~np.isnan(curves).any(axis=0)
+        mean = np.full(len(grid), np.nan)
+        mean[every] = curves[:, every].mean(axis=0)
         label = f"{name} ({len(members)} runs)" if len(members) > 1 else name
         (line,) = ax.plot(grid / scale, mean, label=label, lw=1.8)
         if len(members) > 1:
             ax.fill_between(
                 grid / scale,
-                np.nanmin(curves, axis=0),
-                np.nanmax(curves, axis=0),
+                np.where(every, np.nanmin(curves, axis=0), np.nan),
+                np.where(every, np.nanmax(curves, axis=0), np.nan),
                 color=line.get_color(),
                 alpha=0.2,
                 lw=0,
             )
+            beyond = ~every
+            beyond[:-1] |= beyond[1:] & every[:-1]  # join the thin lines to the mean
+            for curve in curves:
+                ax.plot(
+                    grid / scale, np.where(beyond, curve, np.nan), color=line.get_color(), lw=0.6
+                )
+        common = np.flatnonzero(every)  # empty only if the runs do not overlap at all
+        last = int(common[-1]) if len(common) else -1
         summary[name] = {
             "runs": [str(run) for run, _, _ in members],
-            "final": float(mean[-1]),
-            "best": float(np.nanmax(mean)),
+            "final": float(mean[last]),
+            "final_x": float(grid[last]),
+            "best": float(np.nanmax(mean)) if len(common) else float("nan"),
         }
     ax.set_xlabel("env steps" if x == "steps" else f"wall time ({unit})")
     ax.set_ylabel(tag)

@@ -44,6 +44,9 @@ from rlstm.ppo import (
 )
 from rlstm.vec import StepResult, VecEnv
 
+# env settings that change how many envs run and how, not what they are
+SPEED_ONLY_ENV = ("num_envs", "num_threads", "num_groups")
+
 
 class TrainingStopped(RuntimeError):
     """Training stopped early; ``exit_code`` and the message say why and how to resume."""
@@ -259,7 +262,11 @@ class Trainer:
             self.fresh_episodes = (
                 f"checkpoint was written by {saved_world} rank(s), this run has {self.world}"
             )
-        if local is not None and not self._same_device(local):
+        changed = self._changed_env_settings(data["config"].get("env", {}))
+        if local is not None and changed:
+            local = None  # the saved games belong to another task
+            self.fresh_episodes = f"{', '.join(changed)} changed since the checkpoint"
+        elif local is not None and not self._same_device(local):
             local = None  # env and action streams live on the device: they cannot move
             self.fresh_episodes = "the checkpoint's envs were saved on another device"
         elif local is not None and local["next_obs"].shape[0] != self.env.num_envs:
@@ -282,6 +289,16 @@ class Trainer:
             self.next_obs = self.env.reset(seed=self.seed + self.iteration)
             self.next_starts = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)
             self.next_state = self.agent.initial_state(self.env.num_envs, self.device)
+
+    def _changed_env_settings(self, saved: dict[str, Any]) -> list[str]:
+        """The env settings (those in both configs) that differ from the checkpoint's, but for
+        how many envs there are and how they are run."""
+        ours = self.cfg.env.__dict__
+        return [
+            f"env.{key}"
+            for key, value in saved.items()
+            if key in ours and key not in SPEED_ONLY_ENV and ours[key] != value
+        ]
 
     def _same_device(self, local: dict[str, Any]) -> bool:
         """Whether ``local`` was saved on this run's kind of device (cpu / cuda)."""

@@ -326,6 +326,20 @@ def test_resume_with_other_env_count_starts_episodes_afresh(tmp_path: Path, caps
     assert checkpoint.load(tmp_path / "n")["global_step"] == 768
 
 
+def test_resume_with_another_task_starts_episodes_afresh(tmp_path: Path, capsys) -> None:
+    """The saved games of TMaze-20 must not go on in TMaze-10; an unchanged resume keeps them."""
+    tmaze = ["env.id=TMaze", "env.kwargs={length: 20}"]
+    args = ["train", *SMALL, *tmaze, f"run.out_dir={tmp_path}", "run.run_name=m"]
+    assert main([*args, "ppo.total_timesteps=256", "env.num_threads=3"]) == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", str(tmp_path / "m")]
+    assert main([*resume, "ppo.total_timesteps=512", "env.num_threads=0"]) == 0  # how, not what
+    assert "episodes start afresh" not in capsys.readouterr().err
+    assert main([*resume, "ppo.total_timesteps=768", "env.kwargs={length: 10}"]) == 0
+    err = capsys.readouterr().err
+    assert "env.kwargs changed since the checkpoint: weights and optimizer continue" in err
+
+
 def test_a_time_limit_stop_is_not_finished_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
     args = ["train", *SMALL, f"run.out_dir={tmp_path}", "run.run_name=t", "run.time_limit=1e-9"]
     assert main([*args, "ppo.total_timesteps=512"]) == 0

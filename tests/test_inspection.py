@@ -306,6 +306,19 @@ def test_plot_curves_groups_seeds(tmp_path: Path) -> None:
         plot_curves([tmp_path], out)
 
 
+def test_a_group_is_averaged_only_where_every_run_has_data(tmp_path: Path) -> None:
+    """A seed that stopped early must not leave the other one to speak for the group."""
+    for name, end, value in [("exp__s1", 1000, 1.0), ("exp__s2", 400, 3.0)]:
+        writer = SummaryWriter(str(tmp_path / name))
+        for step in range(0, end + 1, 10):
+            writer.add_scalar("charts/episodic_return", value, step)
+        writer.close()
+    summary = plot_curves([tmp_path], tmp_path / "c.png", smooth=1, points=101)
+    assert summary["exp"]["final"] == pytest.approx(2.0)  # the mean of both at step 400
+    assert summary["exp"]["final_x"] == pytest.approx(400.0)
+    assert summary["exp"]["best"] == pytest.approx(2.0)
+
+
 # -- video ----------------------------------------------------------------------------------
 class _ImageEnv(VecEnv):
     """Episodes of ``length`` steps whose frames show a bright column at the step index."""
