@@ -8,6 +8,7 @@ registers ids on import); ``rlstm/<Task>-v0`` ids import ``envs.memory``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -53,7 +54,12 @@ class GymVecEnv(VecEnv):
         if hint and (spec is None or "ale_py" in str(spec.entry_point)):
             raise ValueError(f"env.id={env_id!r}: {hint}")
         if env_id not in gym.registry:
-            raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id")
+            import envs.memory  # the memory tasks' own names are ids too (env.id=TMaze)
+
+            known = [*envs.memory.REGISTRY, *gym.registry]
+            close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.8)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"env.id={env_id!r} is not a registered gymnasium id{hint}")
         try:
             spec_space = gym.make(env_id, **kwargs)
             wrappers = (

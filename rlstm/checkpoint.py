@@ -24,6 +24,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """Write ``obj`` to ``path`` so that readers see either the old file or the new one."""
     path = Path(path)
@@ -34,6 +40,7 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; runs are shared
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -155,8 +155,8 @@ def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.n
         raise UsageError(f"checkpoint lacks parameters {sorted(missing)} (different core?)")
 
 
-def setup_torch(cfg: Config) -> torch.device:
-    device = resolve_device(cfg.run.device)
+def setup_torch(cfg: Config, device_flag: str = "run.device") -> torch.device:
+    device = resolve_device(cfg.run.device, device_flag)
     torch.manual_seed(cfg.run.seed)
     threads = cfg.run.torch_threads
     if not threads and backend_of(cfg) == "atari":
@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
             "episodes start afresh",
             file=sys.stderr,
         )
-    if main_rank:
+    if main_rank and trainer.iteration < trainer.num_iterations:  # else train() says so
         ranks = f" x {world} ranks ({num_envs} envs each)" if world > 1 else ""
         print(f"rlstm: training {cfg.env.id} on {device}{ranks} -> {run_dir}", file=sys.stderr)
     try:
@@ -295,7 +295,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = load_checkpoint(args.path)
     cfg = config_from_dict(data["config"])
     cfg.run.device = args.device or "auto"
-    device = setup_torch(cfg)
+    device = setup_torch(cfg, "--device")
     num_envs = args.num_envs or min(cfg.env.num_envs, args.episodes)
     env = make_env(cfg, device, num_envs=num_envs, seed=args.seed, groups=False)
     if args.video:  # films env 0's episodes (image observations only)
@@ -341,7 +341,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from envs.memory import bench as memory_bench
 
         devices = (
-            [str(resolve_device(args.device))]
+            [str(resolve_device(args.device, "--device"))]
             if args.device
             else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         )
@@ -387,7 +387,7 @@ def bench_core(device_name: str, seconds: float) -> str:
 
     from rlstm.core import RecurrentCore, segment_capacity, segment_sizes
 
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "--device")
     torch.backends.cudnn.benchmark = True
     rows = [
         "| core | L x M | H | p(start) | reset-free call ms | with resets ms | ratio "
@@ -505,7 +505,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data = load_checkpoint(args.path)
     cfg = config_from_dict(data["config"])
     cfg.run.device = args.device or "auto"
-    device = setup_torch(cfg)
+    device = setup_torch(cfg, "--device")
     # one env per episode
     env = make_env(cfg, device, num_envs=args.episodes, seed=args.seed, groups=False)
     agent = make_agent(cfg, env).to(device)

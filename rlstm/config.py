@@ -352,7 +352,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"ppo.bptt_len=16" -> ("ppo", "bptt_len", 16)``; the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
+        first = text.endswith((".yaml", ".yml"))
+        hint = " (the CONFIG file comes before the overrides)" if first else ""
+        raise ConfigError(f"override {text!r} must look like section.key=value{hint}")
     dotted, raw = text.split("=", 1)
     if dotted.count(".") != 1:
         raise ConfigError(f"override key {dotted!r} must look like section.key (e.g. ppo.bptt_len)")

@@ -260,7 +260,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="[TASK=]L1,L2",
         help="length grids of the swept tasks (MemoryChain, TMaze, RememberAB), e.g. "
-        "TMaze=10,100; without TASK= for all of them (default: MEMORY_TASKS.md's grids)",
+        "TMaze=10,100; without TASK= for all of them (default: MemoryChain 1-10, 12, 14, "
+        "17, 20, 25, 30-100 by 10; TMaze and RememberAB 10,100,1000)",
     )
     parser.add_argument(
         "--jobs",

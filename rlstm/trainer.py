@@ -56,16 +56,17 @@ class TrainingStopped(RuntimeError):
         self.exit_code = exit_code
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "run.device") -> torch.device:
     """``auto`` is CUDA when present; under torchrun ``auto`` and ``cuda`` mean the rank's
-    local GPU (``cuda:LOCAL_RANK``), while an explicit ``cuda:N`` is taken as given."""
+    local GPU (``cuda:LOCAL_RANK``), while an explicit ``cuda:N`` is taken as given.
+    ``setting`` names where the user gave ``name``, for the error."""
     if not DEVICE_PATTERN.fullmatch(name):
         raise ConfigError(f"device {name!r}: must be auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available on this machine")
+        raise ConfigError(f"{setting}={name!r} but CUDA is not available on this machine")
     if device.type == "cuda" and device.index is None and distributed.is_distributed():
         device = distributed.local_cuda_device()
         torch.cuda.set_device(device)

@@ -239,6 +239,11 @@ def test_bad_counts_are_refused_before_anything_runs(capsys, args: list[str], me
     ("args", "message"),
     [
         (["env.id=nosuchmodule:Foo-v0"], "cannot import 'nosuchmodule'"),
+        (
+            ["env.id=RepeatFirstEasyy"],
+            "not a registered gymnasium id; did you mean RepeatFirstEasy?",
+        ),
+        (["env.id=CartPol-v1"], "did you mean CartPole-v1"),
         pytest.param(
             ["env.id=LunarLander-v3"],
             "cannot be built: Box2D is not installed",
@@ -275,6 +280,8 @@ def test_cuda_requested_without_cuda_is_one_clear_line(capsys, args: list[str]) 
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("rlstm: error:") and "CUDA is not available" in err
+    flag = "run.device" if args[0] == "train" else "--device"
+    assert f"{flag}='cuda' but CUDA" in err  # names what the user set
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,7 @@ def test_derived_values_are_properties() -> None:
         ("env.kwargs=5", "expected a mapping"),
         ("ppo", "must look like section.key=value"),
         ("bptt_len=4", "must look like section.key"),
+        ("configs/x.yaml", "(the CONFIG file comes before the overrides)"),
         ("run.run_name=a/b", "plain directory name"),
         ("ppo.target_kl=-1", "ppo.target_kl=-1.0 must be > 0"),
         ("ppo.learning_rate=inf", "ppo.learning_rate=inf: must be a finite number"),

@@ -113,6 +113,14 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path)
     assert kills == 5
 
 
+def test_a_checkpoint_gets_the_permissions_of_the_run_s_other_files(tmp_path: Path) -> None:
+    """Colleagues who can read a run's curves can also evaluate or resume it."""
+    checkpoint.save_atomic({"agent": {}, "config": {}}, tmp_path / "checkpoint.pt")
+    (tmp_path / "summary.json").write_text("{}")  # as the run's other files are written
+    mode = (tmp_path / "checkpoint.pt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "summary.json").stat().st_mode & 0o777
+
+
 def test_ctrl_c_and_sigterm_save_and_exit_nonzero_with_resume_hint(tmp_path: Path) -> None:
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         name = sig.name.lower()
@@ -425,7 +433,9 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(
     files = {p.name: p.read_bytes() for p in run.iterdir()}
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
-    assert "already ran its 6 iterations (768 steps)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already ran its 6 iterations (768 steps)" in err
+    assert "rlstm: training" not in err  # it does not claim to train
     assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # no new event file either
 
 
