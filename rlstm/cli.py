@@ -83,11 +83,8 @@ def make_env(
                 opts["first_flag"] = e.first_flag
             return envs.memory.make(e.id, n, device, seed, check_range=False, **opts)
         if backend == "atari":
-            from envs.atari import AtariEnv, num_cores
+            from envs.atari import AtariEnv
 
-            if e.num_threads == 0:  # emulator threads + torch threads within the cores
-                free = num_cores() - torch.get_num_threads()
-                e = dataclasses.replace(e, num_threads=max(1, min(n // e.num_groups, free)))
             return AtariEnv.from_config(e, n, device, seed)
         from envs.gym_vec import GymVecEnv
 
@@ -158,13 +155,8 @@ def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.n
 def setup_torch(cfg: Config, device_flag: str = "run.device") -> torch.device:
     device = resolve_device(cfg.run.device, device_flag)
     torch.manual_seed(cfg.run.seed)
-    threads = cfg.run.torch_threads
-    if not threads and backend_of(cfg) == "atari":
-        # ATARI.md's thread trap: torch's threads spinning beside the emulator's slow both
-        # (measured 10x on 2 cores); the emulator gets the rest (make_env)
-        threads = 1
-    if threads:
-        torch.set_num_threads(threads)
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
     torch.backends.cudnn.deterministic = cfg.run.torch_deterministic
     torch.backends.cudnn.benchmark = not cfg.run.torch_deterministic
     return device

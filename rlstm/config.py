@@ -74,9 +74,7 @@ class EnvConfig:
         "Atari: truncate episodes after this many agent steps", default=27000
     )
     num_threads: int = doc(
-        "Atari: emulator threads per group (0 = one per env, capped by the cores torch "
-        "leaves free)",
-        default=0,
+        "Atari: emulator threads per group (0 = one per env, capped by the cores)", default=0
     )
     num_groups: int = doc(
         "Atari: env groups stepped alternately, so the emulators of one group run while the "
@@ -186,11 +184,7 @@ class RunConfig:
     torch_deterministic: bool = doc(
         "deterministic torch kernels (cudnn.deterministic)", default=True
     )
-    torch_threads: int = doc(
-        "CPU threads for torch (0 = torch's default; 1 on Atari, whose emulator threads "
-        "take the other cores)",
-        default=0,
-    )
+    torch_threads: int = doc("CPU threads for torch (0 = torch's default)", default=0)
     progress: bool = doc("progress bar on a terminal (plain lines otherwise)", default=True)
     time_limit: float = doc(
         "stop cleanly after the iteration that passes this many seconds of this launch "

@@ -337,40 +337,6 @@ def test_env_kwargs_cannot_shadow_a_setting() -> None:
         AtariEnv.from_config(cfg.env, 1, "cpu", 0)
 
 
-def test_train_leaves_the_cores_to_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ATARI.md's thread trap: with both thread counts left at 0, torch gets one thread and
-    each env group's emulator the other cores, as ``rlstm bench atari`` does."""
-    import envs.atari
-    from rlstm.cli import make_env, setup_torch
-    from rlstm.config import build_config
-
-    monkeypatch.setattr(envs.atari, "num_cores", lambda: 6)
-    sets = ["env.id=ALE/Pong-v5", "env.num_envs=16", "env.num_groups=2", "run.device=cpu"]
-    cfg = build_config(overrides=sets)
-    assert (cfg.run.torch_threads, cfg.env.num_threads) == (0, 0)
-    torch.set_num_threads(3)
-    setup_torch(cfg)
-    assert torch.get_num_threads() == 1
-    env = make_env(cfg, torch.device("cpu"))
-    try:
-        assert [group.num_threads for group in env.groups] == [5, 5]
-    finally:
-        env.close()
-    memory = build_config(overrides=["run.device=cpu"])  # other backends keep torch's default
-    torch.set_num_threads(3)
-    setup_torch(memory)
-    assert torch.get_num_threads() == 3
-    torch.set_num_threads(1)
-    stated = build_config(overrides=[*sets, "run.torch_threads=2", "env.num_threads=4"])
-    setup_torch(stated)
-    env = make_env(stated, torch.device("cpu"), groups=False)
-    try:
-        assert (torch.get_num_threads(), env.num_threads) == (2, 4)
-    finally:
-        env.close()
-        torch.set_num_threads(1)
-
-
 def test_resume_says_the_games_start_afresh(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from rlstm.cli import main
 
