@@ -41,6 +41,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before any run.torch_threads applies
+
+
 class UsageError(Exception):
     """A user error reported as one line, exit status 2."""
 
@@ -155,8 +158,8 @@ def check_compatible(data: dict[str, Any], cfg: Config, env: Any, agent: torch.n
 def setup_torch(cfg: Config, device_flag: str = "run.device") -> torch.device:
     device = resolve_device(cfg.run.device, device_flag)
     torch.manual_seed(cfg.run.seed)
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
+    # 0: torch's own default, also after an earlier in-process run (a suite cell) set another
+    torch.set_num_threads(cfg.run.torch_threads or TORCH_DEFAULT_THREADS)
     torch.backends.cudnn.deterministic = cfg.run.torch_deterministic
     torch.backends.cudnn.benchmark = not cfg.run.torch_deterministic
     return device

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlstm.config import (
     CHOICES,
     Config,
@@ -554,20 +556,32 @@ def last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def run_cell(cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner, eval_only: bool = False
+) -> dict[str, Any]:
     """Train (or resume) and evaluate one cell; return its result. Raises ``RuntimeError``
-    with the one-line error on failure and :class:`CellInterrupted` on SIGINT / SIGTERM."""
+    with the one-line error on failure (a run stopped by ``run.time_limit`` included: the next
+    suite run resumes it) and :class:`CellInterrupted` on SIGINT / SIGTERM. ``eval_only``
+    evaluates a finished cell again (other evaluation settings) without training it on."""
     out = opts.out
     config_path = out / "configs" / f"{cell.name}.yaml"
     run_dir = out / "runs" / cell.name
     log_path = out / "logs" / f"{cell.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(to_yaml(cfg))
     start = time.perf_counter()
     commands = []
     summary_path = run_dir / "summary.json"
-    finished = summary_path.is_file() and json.loads(summary_path.read_text()).get("finished", 1)
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # finished, and (but for a re-evaluation) as long as this suite asks: --steps may have grown
+    planned = cfg.num_iterations * cfg.batch_size
+    finished = (
+        bool(summary)
+        and bool(summary.get("finished", 1))
+        and (eval_only or summary.get("steps", 0) >= planned)
+    )
+    if not eval_only:
+        config_path.write_text(to_yaml(cfg))
     if not finished:
         if (run_dir / "checkpoint.pt").is_file():  # interrupted or out of time: continue it
             # with this run's config (e.g. --steps raised), over the checkpoint's
@@ -576,26 +590,37 @@ def run_cell(cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner) -> dic
             if run_dir.exists():  # died before its first checkpoint: nothing to keep
                 shutil.rmtree(run_dir)
             commands.append(["train", str(config_path)])
-    commands.append(
-        [
-            "eval",
-            str(run_dir),
-            "--episodes",
-            str(opts.eval_episodes),
-            "--device",
-            opts.device,
-            "--seed",
-            str(EVAL_SEED + cell.seed),
-            *(["--greedy"] if opts.greedy else []),
-        ]
-    )
+    evaluation_command = [
+        "eval",
+        str(run_dir),
+        "--episodes",
+        str(opts.eval_episodes),
+        "--device",
+        opts.device,
+        "--seed",
+        str(EVAL_SEED + cell.seed),
+        *(["--greedy"] if opts.greedy else []),
+    ]
     (run_dir / "eval.json").unlink(missing_ok=True)
-    code = runner(commands, log_path)
-    if code in INTERRUPTED:
-        raise CellInterrupted(f"{cell.name}: stopped (exit status {code})")
-    if code != 0 or not (run_dir / "eval.json").is_file():
-        raise RuntimeError(last_line(log_path) or f"rlstm exited with status {code}")
-    summary = json.loads((run_dir / "summary.json").read_text())
+
+    def run(commands: list[list[str]]) -> None:
+        code = runner(commands, log_path)
+        if code in INTERRUPTED:
+            raise CellInterrupted(f"{cell.name}: stopped (exit status {code})")
+        if code != 0:
+            raise RuntimeError(last_line(log_path) or f"rlstm exited with status {code}")
+
+    if commands:
+        run(commands)
+        summary = json.loads(summary_path.read_text())
+        if not summary.get("finished", 1):  # run.time_limit: not a result yet
+            raise RuntimeError(
+                f"stopped at run.time_limit after {summary.get('steps')} of {planned} steps; "
+                "rerun the suite to resume it"
+            )
+    run([evaluation_command])
+    if not (run_dir / "eval.json").is_file():
+        raise RuntimeError(last_line(log_path) or "rlstm eval wrote no eval.json")
     evaluation = json.loads((run_dir / "eval.json").read_text())
     log_eval_scalars(run_dir, summary.get("steps", 0), evaluation)
     result = {
@@ -613,11 +638,18 @@ def run_cell(cell: Cell, cfg: Config, opts: SuiteOptions, runner: Runner) -> dic
         "sps": summary.get("sps"),
         "cell_time": time.perf_counter() - start,
         "run_dir": str(run_dir),
-        "config": cfg.to_dict(),
+        # what the model was trained with (a re-evaluation does not retrain it)
+        "config": _trained_config(run_dir, cfg),
     }
     if cell.length is not None:
         result["learned"] = SWEEPS[cell.task].learned(_num(result["success_rate"]))
     return result
+
+
+def _trained_config(run_dir: Path, cfg: Config) -> dict[str, Any]:
+    """The resolved config the run in ``run_dir`` trained with (``cfg`` if it wrote none)."""
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else cfg.to_dict()
 
 
 def log_eval_scalars(run_dir: Path, step: int, evaluation: dict[str, Any]) -> None:
@@ -668,12 +700,21 @@ def run_suite(
     cells_dir = opts.out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     todo, skipped = [], 0
+    evaluate_again: set[Cell] = set()
     for cell in cells:
         done_path = cells_dir / f"{cell.name}.json"
         if done_path.is_file():
+            done = json.loads(done_path.read_text())
+            if (done.get("eval_episodes"), done.get("greedy")) != (
+                opts.eval_episodes,
+                opts.greedy,
+            ):  # the table's header states this run's evaluation: its numbers must follow
+                log(f"evaluate {cell.name} again (other --eval-episodes or --greedy)")
+                evaluate_again.add(cell)
+                todo.append(cell)
+                continue
             skipped += 1
-            old = json.loads(done_path.read_text()).get("config", {})
-            changed = _config_diff(old, configs[cell].to_dict())
+            changed = _config_diff(done.get("config", {}), configs[cell].to_dict())
             log(f"skip {cell.name} (finished earlier)")
             if changed:
                 log(
@@ -698,7 +739,7 @@ def run_suite(
             log(f"[{counter['started']}/{len(todo)}] {cell.name}: started")
         failed_path = cells_dir / f"{cell.name}.failed.json"
         try:
-            result = run_cell(cell, configs[cell], opts, runner)
+            result = run_cell(cell, configs[cell], opts, runner, cell in evaluate_again)
         except CellInterrupted as exc:
             stop.set()
             log(f"{exc}; rerun the same command to resume")
@@ -770,7 +811,7 @@ def load_results(out: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
 # -- report -------------------------------------------------------------------------------
 CSV_FIELDS = [
     "cell", "task", "length", "core", "seed", "status", "final_return", "final_return_std",
-    "success_rate", "learned", "eval_episodes", "mmer", "mean_return_last_100", "steps",
+    "success_rate", "learned", "eval_episodes", "greedy", "mmer", "mean_return_last_100", "steps",
     "train_time", "run_dir", "error",
 ]  # fmt: skip
 

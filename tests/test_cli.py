@@ -395,3 +395,20 @@ def test_progress_eta_counts_hours_past_a_day(tmp_path: Path) -> None:
     logger.dump(step=1, iteration=1, num_iterations=10)
     logger.close()
     assert "ETA 27:46:" in stream.getvalue()
+
+
+def test_torch_threads_0_means_torchs_default_even_after_another_run_set_them() -> None:
+    """Suite cells run one after another in one process; a cell's run.torch_threads=1 must
+    not leak into the next cell's default."""
+    from rlstm.cli import TORCH_DEFAULT_THREADS, setup_torch
+    from rlstm.config import build_config
+
+    before = torch.get_num_threads()
+    try:
+        other = TORCH_DEFAULT_THREADS + 1
+        setup_torch(build_config(None, ["run.device=cpu", f"run.torch_threads={other}"]))
+        assert torch.get_num_threads() == other
+        setup_torch(build_config(None, ["run.device=cpu"]))
+        assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
+    finally:
+        torch.set_num_threads(before)

@@ -338,3 +338,55 @@ def test_jobs_run_cells_in_subprocesses(tmp_path: Path) -> None:
     assert any("2 at a time" in line for line in lines)
     log = (tmp_path / "suite" / "logs" / "RepeatFirstEasy__none__s1.log").read_text()
     assert "$ rlstm train" in log and "$ rlstm eval" in log  # one child ran both
+
+
+def test_other_eval_settings_evaluate_finished_cells_again_without_training(
+    tmp_path: Path, capsys
+) -> None:
+    """The table's header states this run's evaluation, so its numbers must come from it."""
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy", "--cores", "lstm", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    assert main(argv) == 0
+    cell = out / "cells" / "RepeatFirstEasy__lstm__s1.json"
+    checkpoint_bytes = (out / "runs" / "RepeatFirstEasy__lstm__s1" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    again = [*argv, "--eval-episodes", "12", "--greedy"]  # the last --eval-episodes wins
+    assert main(again) == 0
+    assert "evaluate RepeatFirstEasy__lstm__s1 again" in capsys.readouterr().err
+    result = json.loads(cell.read_text())
+    assert (result["eval_episodes"], result["greedy"], result["steps"]) == (12, True, 256)
+    run = out / "runs" / "RepeatFirstEasy__lstm__s1"
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint_bytes  # not trained on
+    assert _csv(out / "suite.csv")["RepeatFirstEasy__lstm__s1"]["greedy"] == "True"
+    assert "over 12 episodes (greedy actions)" in (out / "suite.md").read_text()
+    capsys.readouterr()
+    assert main(again) == 0  # same settings again: skipped
+    assert "skip RepeatFirstEasy__lstm__s1 (finished earlier)" in capsys.readouterr().err
+
+
+def test_a_cell_stopped_by_its_time_limit_is_not_done_and_resumes(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy", "--cores", "lstm", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    assert main([*argv, "run.time_limit=1e-9"]) == 1  # stops after its first iteration
+    assert "stopped at run.time_limit after 128 of 256 steps" in capsys.readouterr().err
+    assert not (out / "cells" / "RepeatFirstEasy__lstm__s1.json").exists()
+    assert main(argv) == 0
+    result = json.loads((out / "cells" / "RepeatFirstEasy__lstm__s1.json").read_text())
+    assert result["status"] == "done" and result["steps"] == 256
+
+
+def test_a_finished_run_whose_eval_was_cut_trains_on_when_steps_grew(tmp_path: Path) -> None:
+    """Training done, evaluation interrupted, then a rerun with more --steps: the cell trains
+    on to them and records the config it trained with."""
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "RepeatFirstEasy", "--cores", "lstm", *TINY]
+    argv += ["--out", str(out), *SMALL_SET]
+    assert main(argv) == 0
+    (out / "cells" / "RepeatFirstEasy__lstm__s1.json").unlink()  # as if eval never finished
+    longer = [a if a != "256" else "512" for a in argv]
+    assert main(longer) == 0
+    result = json.loads((out / "cells" / "RepeatFirstEasy__lstm__s1.json").read_text())
+    assert result["steps"] == 512
+    assert result["config"]["ppo"]["total_timesteps"] == 512
