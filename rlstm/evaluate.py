@@ -46,6 +46,7 @@ def evaluate(
     starts = torch.ones(B, dtype=torch.bool, device=device)
     returns: list[float] = []
     lengths: list[int] = []
+    successes: list[bool] = []
     for _ in range(max_steps):
         if bool((counts >= targets).all()):
             break
@@ -56,10 +57,13 @@ def evaluate(
         done = info.get("episode_done", starts).cpu()
         if done.any():
             ret, length = info["episode_return"].cpu(), info["episode_length"].cpu()
+            # the env's verdict where it gives one (TMaze), else a positive return
+            success = info["episode_success"].cpu() if "episode_success" in info else ret > 0
             for i in done.nonzero().flatten().tolist():
                 if counts[i] < targets[i]:
                     returns.append(float(ret[i]))
                     lengths.append(int(length[i]))
+                    successes.append(bool(success[i]))
                     counts[i] += 1
     n = len(returns)
 
@@ -74,8 +78,9 @@ def evaluate(
         "std_return": std(returns, mean_r),
         "mean_length": mean_l,
         "std_length": std([float(x) for x in lengths], mean_l),
-        # episodes with a positive return: success on tasks with one +-1 decision (TMaze, ...)
-        "success_rate": sum(r > 0 for r in returns) / n if n else math.nan,
+        # the env's success where it reports one (TMaze: the cued arm), else a positive
+        # return: success on tasks with one +-1 decision (RememberAB, MemoryChain, ...)
+        "success_rate": sum(successes) / n if n else math.nan,
         "returns": returns,
         "lengths": lengths,
     }

@@ -121,7 +121,7 @@ SWEEPS: dict[str, Sweep] = {
     ),
     # Passive T-maze with corridor length L: solved if >= 95% take the cued arm. Detours
     # lengthen an episode (up to 2 (L + 1) steps, then truncated).
-    "TMaze": Sweep(lambda L: {"length": L}, lambda L: L + 2, 0.95, False, (10, 100, 1000)),
+    "TMaze": Sweep(lambda L: {"length": L}, lambda L: L + 1, 0.95, False, (10, 100, 1000)),
     # Exactly L distractors between the cue and the question, so the length is the delay.
     "RememberAB": Sweep(
         lambda L: {"k_min": L, "k_max": L},
@@ -921,7 +921,7 @@ def write_report(opts: SuiteOptions, results: Sequence[dict[str, Any]]) -> str:
             "## Length sweeps",
             "",
             "Longest length learned (median over seeds [min, max]); success = share of "
-            "episodes with a positive return.",
+            "episodes with a positive return (TMaze: that took the cued arm).",
             "",
             "| task | criterion | " + " | ".join(opts.cores) + " |",
             "|---|---|" + "---|" * len(opts.cores),

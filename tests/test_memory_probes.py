@@ -511,3 +511,51 @@ def test_bad_content_raises(name: str, content: dict[str, Any], match: str) -> N
         twin_cls(**params).reset(
             options={"content": {k: np.asarray(v)[0] for k, v in content.items()}}
         )
+
+
+def test_tmaze_success_is_the_cued_arm_whatever_the_detours_cost() -> None:
+    """With L detours the return is 0 though the memory worked: success must say so. Env 0
+    bumps twice, then takes the cued arm (return 0, success); env 1 walks straight to the
+    wrong arm (return -1, no success); env 2 is the oracle (return 1, success)."""
+    from envs.memory.probes import BACK, DOWN, FORWARD, UP
+    from rlstm.evaluate import evaluate
+
+    env = memory.make("TMaze", 3, "cpu", 0, length=2)
+    env.reset(content={"cue": torch.tensor([0, 0, 1])})
+    plan = [  # one row per step, one column per env
+        [BACK, FORWARD, FORWARD],
+        [BACK, FORWARD, FORWARD],
+        [FORWARD, DOWN, DOWN],
+        [FORWARD, FORWARD, FORWARD],
+        [UP, FORWARD, FORWARD],
+    ]
+    ended: dict[int, tuple[float, bool]] = {}
+    for actions in plan:
+        _, _, terminated, _, info = env.step(torch.tensor(actions))
+        for i in terminated.nonzero().flatten().tolist():
+            ended.setdefault(
+                i, (float(info["episode_return"][i]), bool(info["episode_success"][i]))
+            )
+    assert ended == {0: (pytest.approx(0.0, abs=1e-6), True), 1: (-1.0, False), 2: (1.0, True)}
+
+    class Bumps(torch.nn.Module):
+        """Bumps into the start's wall twice, then walks to the cued arm (it sees the cue)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def initial_state(self, n: int, device: torch.device) -> torch.Tensor:
+            return torch.zeros(n, 2, dtype=torch.long)  # (steps taken, cue)
+
+        def step(self, obs, state, starts):  # type: ignore[no-untyped-def]
+            state = torch.where(starts[:, None], torch.zeros_like(state), state)
+            cue = torch.where(state[:, 0] == 0, obs[:, 1].long(), state[:, 1])
+            t = state[:, 0]
+            action = torch.where(t < 2, BACK, torch.where(t < 4, FORWARD, UP + cue))
+            logits = torch.nn.functional.one_hot(action, 4).float() * 100
+            return logits, torch.zeros(len(obs)), torch.stack([t + 1, cue], 1)
+
+    result = evaluate(Bumps(), memory.make("TMaze", 4, "cpu", 0, length=2), 16, greedy=True)
+    assert result["mean_return"] == pytest.approx(0.0, abs=1e-6)
+    assert result["success_rate"] == 1.0

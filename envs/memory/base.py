@@ -113,6 +113,11 @@ class MemoryTask(VecEnv):
     @abstractmethod
     def oracle(self) -> Tensor: ...
 
+    def _succeeds(self, actions: Tensor) -> Tensor | None:
+        """Whether ``actions`` end the episode in success, judged before the transition; for
+        tasks where a positive return does not say it (``None``: the return decides)."""
+        return None
+
     # -- helpers for subclasses ----------------------------------------------------------
     def rand(self, *shape: int) -> Tensor:
         """Uniform [0, 1) floats from this env's generator."""
@@ -161,6 +166,7 @@ class MemoryTask(VecEnv):
 
     def step(self, actions: Tensor) -> StepResult:
         actions = self.check_actions(actions, self.check_range)
+        success = self._succeeds(actions)
         reward, terminated, truncated = self._transition(actions)
         done = terminated | truncated
         self._last_action = actions
@@ -170,6 +176,8 @@ class MemoryTask(VecEnv):
         self._last_action = actions.masked_fill(done, -1)
         obs = torch.where(done[:, None], self._full_obs(), final_obs)
         info = {"final_obs": final_obs, "episode_return": ep_return, "episode_length": ep_length}
+        if success is not None:  # where an episode ended: whether it succeeded
+            info["episode_success"] = success & done
         return obs, reward.float(), terminated, truncated, info
 
     # -- resume --------------------------------------------------------------------------

@@ -270,6 +270,11 @@ class TMaze(MemoryTask):
     def oracle(self) -> Tensor:
         return torch.where(self.pos < self.length, FORWARD, UP + self.cue)
 
+    def _succeeds(self, actions: Tensor) -> Tensor:
+        """Success is taking the cued arm, whatever the detours cost: with ``L`` of them the
+        return is <= 0 though the memory worked."""
+        return (self.pos == self.length) & (actions == UP + self.cue)
+
 
 class TMazeGym(MemoryTaskGym):
     """Gymnasium twin of :class:`TMaze`: one env, written independently in NumPy."""
