@@ -121,7 +121,8 @@ SWEEPS: dict[str, Sweep] = {
     ),
     # Passive T-maze with corridor length L: solved if >= 95% take the cued arm. Detours
     # lengthen an episode (up to 2 (L + 1) steps, then truncated).
-    "TMaze": Sweep(lambda L: {"length": L}, lambda L: L + 1, 0.95, False, (10, 100, 1000)),
+    # (L + 2: one step above the oracle's L + 1; the recorded TMaze results used it)
+    "TMaze": Sweep(lambda L: {"length": L}, lambda L: L + 2, 0.95, False, (10, 100, 1000)),
     # Exactly L distractors between the cue and the question, so the length is the delay.
     "RememberAB": Sweep(
         lambda L: {"k_min": L, "k_max": L},
