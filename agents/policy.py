@@ -107,13 +107,20 @@ class TrainedPolicy:
             state = self.initial_state(n)
             fresh = True
         else:
+            state = torch.as_tensor(state)  # NumPy too, as sb3-contrib's predict returns it
+            if not state.is_floating_point():
+                raise ValueError(
+                    f"state has dtype {state.dtype}; pass the state predict or initial_state "
+                    "returned"
+                )
             expected = (self.agent.core.state_slots, n, self.agent.core.hidden_size)
             if tuple(state.shape) != expected:
                 raise ValueError(
                     f"state has shape {tuple(state.shape)}; for {n} observation(s) it must be "
                     f"{expected}, as returned by predict or initial_state"
                 )
-            state, fresh = state.to(self.device), False
+            dtype = self.initial_state(1).dtype
+            state, fresh = state.to(self.device, dtype), False
         if episode_start is None:
             starts = torch.full((n,), fresh, dtype=torch.bool, device=self.device)
         else:

@@ -103,6 +103,18 @@ def test_frames_get_the_cnn_and_match_the_agent(tmp_path: Path) -> None:
             torch.testing.assert_close(state, ref_state)
 
 
+def test_a_numpy_or_float64_state_acts_as_the_state_it_holds(run_dir: Path) -> None:
+    """sb3-contrib's predict hands its state back as NumPy; ours takes that too."""
+    policy = TrainedPolicy.load(run_dir)
+    obs = np.pad(np.eye(4, dtype=np.float32), ((0, 0), (0, policy.obs_shape[0] - 4)))
+    _, state = policy.predict(obs, deterministic=True)
+    logits_ref = policy.agent.step(torch.as_tensor(obs), state, torch.zeros(4, dtype=torch.bool))
+    for given in (state.numpy(), state.double(), state.numpy().astype(np.float64)):
+        action, next_state = policy.predict(obs, given, deterministic=True)
+        assert np.array_equal(action, logits_ref[0].argmax(-1).numpy())
+        torch.testing.assert_close(next_state, logits_ref[2])
+
+
 def test_sampling_is_seeded(run_dir: Path) -> None:
     obs = np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 16]
     obs = np.pad(obs, ((0, 0), (0, TrainedPolicy.load(run_dir).obs_shape[0] - 4)))
@@ -116,6 +128,10 @@ def test_sampling_is_seeded(run_dir: Path) -> None:
         (lambda p: p.predict(np.zeros((2, 3))), "obs has shape (2, 3)"),
         (lambda p: p.predict(np.zeros((2, *p.obs_shape)), p.initial_state(3)), "state has shape"),
         (lambda p: p.predict(np.zeros((2, *p.obs_shape)), None, [True]), "episode_start has 1"),
+        (
+            lambda p: p.predict(np.zeros((2, *p.obs_shape)), np.zeros((1, 2, 3), dtype=np.int64)),
+            "state has dtype torch.int64",
+        ),
     ],
 )
 def test_bad_input_names_the_problem(run_dir: Path, call, message: str) -> None:
