@@ -540,8 +540,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"{summary['complete_episodes']} that ended -> {out}"
     )
     for p in summary["probes"]:
-        best = ", ".join(f"{u['unit']} ({u[p['metric']]:+.3f})" for u in p["best_units"][:3])
-        print(f"  {p['variable']}: best {p['state']} units by {p['metric']}: {best}")
+        if p["constant"]:
+            print(f"  {p['variable']}: took one value in these episodes: nothing to probe")
+            continue
+        metric, linear = p["metric"], "r2" if p["kind"] == "scalar" else "accuracy"
+        best = ", ".join(f"{u['unit']} ({u[metric]:+.3f})" for u in p["best_units"][:3])
+        where = "held out" if p["held_out"] else "on the fitted steps"
+        null_best, null_linear = p[f"null_best_{metric}"], p[f"null_linear_probe_{linear}"]
+        print(
+            f"  {p['variable']}: best {p['state']} units by {metric}: {best} "
+            f"(shifted-variable null {null_best:.3f}); linear probe {linear} "
+            f"{p[f'linear_probe_{linear}']:.3f} {where} (null {null_linear:.3f})"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ rlstm.plotting, envs/memory/hidden.py and the `inspect` / `plot` / `eval --video
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,57 @@ def test_probe_scores() -> None:
     rec = Recording("lstm", arrays, np.full(4, 100), np.ones(4, bool), {"y": "category"}, 0.0)
     result = probe(rec, "y")
     assert result.best_units[0] == 2 and result.linear > 0.99  # held-out accuracy
+
+
+def _per_episode_recording(labels: list[int], x_of_label, steps: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A recording with one category value per episode (a cue) and states ``x_of_label``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.asarray(labels, dtype=np.float32), steps)
+    x = x_of_label(y, rng)
+    arrays = {
+        "cell": x.astype(np.float32),
+        "var_cue": y,
+        "episode": np.repeat(np.arange(len(labels)), steps),
+        "t": np.tile(np.arange(steps), len(labels)),
+    }
+    n = len(labels)
+    return Recording("lstm", arrays, np.full(n, steps), np.ones(n, bool), {"cue": "category"}, 0.0)
+
+
+def test_a_unit_that_holds_the_cue_is_read_perfectly_on_held_out_episodes() -> None:
+    """Splitting by episode parity could leave a cue out of the fit (here cue 1: both its
+    episodes are odd), capping the held-out accuracy; the split now puts every cue seen in
+    two episodes on both sides."""
+
+    def encode(y, rng):  # type: ignore[no-untyped-def]
+        x = rng.normal(size=(len(y), 8))
+        x[:, 3] = y + 0.01 * rng.normal(size=len(y))
+        return x
+
+    # parity would fit on cues 0, 2, 0, 3 only; no episode-aligned shift relabels the cues
+    result = probe(_per_episode_recording([0, 1, 2, 3, 0, 2, 3, 1], encode), "cue")
+    assert result.held_out and result.linear == 1.0
+    assert result.best_units[0] == 3 and result.best_score > 0.99
+    assert result.best_score > result.null_best and result.linear > result.null_linear
+
+
+def test_noise_does_not_clear_the_shifted_null() -> None:
+    """With 8 episodes the best of 64 noise units scores high; the null says so."""
+    scores = []
+    for seed in range(10):
+        rec = _per_episode_recording(
+            [0, 1, 0, 1, 0, 1, 0, 1], lambda y, rng: rng.normal(size=(len(y), 64)), seed=seed
+        )
+        result = probe(rec, "cue")
+        scores.append(result.best_score <= result.null_best)
+    assert sum(scores) >= 7  # about 95% of noise stays under its 95th percentile
+
+
+def test_a_constant_variable_is_not_probed_and_the_json_stays_strict(tmp_path: Path) -> None:
+    rec = _per_episode_recording([1, 1, 1, 1], lambda y, rng: rng.normal(size=(len(y), 8)))
+    result = probe(rec, "cue")
+    assert result.constant and math.isnan(result.linear)
+    assert result.to_dict()["constant"] is True
 
 
 def test_report_mean_return_leaves_out_episodes_cut_short(tmp_path: Path) -> None:
