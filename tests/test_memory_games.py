@@ -589,3 +589,34 @@ def test_an_env_without_a_seed_leaves_the_global_generator_alone() -> None:
     torch.manual_seed(0)
     memory.make("TMaze", num_envs=2)
     assert torch.equal(torch.rand(2), expected)
+
+
+def test_noisy_cartpole_replays_after_an_injected_episode() -> None:
+    """``reset(seed)`` and ``load_state_dict`` replay the same episodes even after an
+    injected one: whether noise was injected is env state, cleared by a reset."""
+    from envs.memory.games import NoisyPositionOnlyCartPoleGym
+
+    def roll(env: Any, seed: int | None = None) -> torch.Tensor:
+        out = [env.reset(seed=seed)] if seed is not None else []
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(300):  # past the end of Easy's episodes: autoresets included
+            out.append(env.step(torch.randint(0, 2, (env.num_envs,), generator=gen))[0])
+        return torch.stack(out)
+
+    def inject(env: Any) -> None:
+        twin = NoisyPositionOnlyCartPoleGym(noise_sigma=0.1)
+        twin.reset(seed=0)
+        content = {k: np.asarray(v)[None].repeat(env.num_envs, 0) for k, v in twin.content.items()}
+        env.reset(content=content)
+
+    reference = roll(memory.make("NoisyPositionOnlyCartPoleEasy", 2, seed=0), seed=7)
+    env = memory.make("NoisyPositionOnlyCartPoleEasy", 2, seed=0)
+    inject(env)
+    assert torch.equal(roll(env, seed=7), reference)
+
+    env.reset(seed=3)
+    saved = env.state_dict()
+    before = roll(env)
+    inject(env)
+    env.load_state_dict(saved)
+    assert torch.equal(roll(env), before)

@@ -754,7 +754,11 @@ class _CartPole(_RedrawOnReset):
         # integration grows ~e^(3.8/s) and leaves POPGym's trajectory within a few seconds
         self.state = torch.zeros(B, 4, dtype=torch.float64, device=self.device)
         self.t = torch.zeros(B, dtype=torch.long, device=self.device)
-        self._noise_injected: Tensor | None = None  # envs playing injected noise (replays)
+        # envs playing injected noise (replays), and whether any did since the last reset: a
+        # tensor, so that state_dict keeps it, and its host mirror (no sync per step)
+        self._noise_injected = torch.zeros(B, dtype=torch.bool, device=self.device)
+        self._noise_was_injected = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._any_injected = False
         self._const = {  # constants: kept out of state_dict
             "obs_high": torch.as_tensor(OBS_HIGH, device=self.device),
             "gain": torch.tensor(ORACLE_GAIN, dtype=torch.float64, device=self.device),
@@ -770,6 +774,13 @@ class _CartPole(_RedrawOnReset):
             self.noise = self._draw_noise(self.num_envs, self.episode_length + 1, 2)
             # the reset's _new_episode redraws the slot at t: make that slot 0 every time
             self.t = torch.zeros_like(self.t)
+            self._noise_injected = torch.zeros_like(self._noise_injected)
+            self._noise_was_injected = torch.zeros_like(self._noise_was_injected)
+            self._any_injected = False
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._any_injected = bool(self._noise_was_injected)  # one sync, at load
 
     def _refresh_noise(self, mask: Tensor | None) -> None:
         """Redraw the noise slot of the current step (where ``mask``): it has been shown."""
@@ -787,21 +798,21 @@ class _CartPole(_RedrawOnReset):
                 self.num_envs, 4, generator=self.generator, dtype=torch.float64, device=self.device
             )
             state = (state - 0.5) * 0.1  # U(-0.05, 0.05), as gymnasium
-            injected = self._noise_injected
-            if self.noisy and injected is not None:
+            if self.noisy and self._any_injected:
                 # an injected episode that ended early left slots it never showed: they
                 # belong to it, not to the next episode
-                stale = (mask & injected)[:, None, None]
+                stale = (mask & self._noise_injected)[:, None, None]
                 fresh = self._draw_noise(self.num_envs, self.episode_length + 1, 2)
                 self.noise = torch.where(stale, fresh, self.noise)
-                self._noise_injected = injected & ~mask
+                self._noise_injected = self._noise_injected & ~mask
         else:
             state = _content(content, "state", (4,)).double()
             if self.noisy:
                 noise = _content(content, "noise", (self.episode_length + 1, 2)).float()
                 self.noise = torch.where(mask[:, None, None], noise, self.noise)
-                injected = self._noise_injected
-                self._noise_injected = mask if injected is None else injected | mask
+                self._noise_injected = self._noise_injected | mask
+                self._noise_was_injected = torch.ones_like(self._noise_was_injected)
+                self._any_injected = True
         self.state = torch.where(mask[:, None], state, self.state)
         self.t = self.t.masked_fill(mask, 0)
 
