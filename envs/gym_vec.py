@@ -94,7 +94,13 @@ class GymVecEnv(VecEnv):
         return torch.as_tensor(np.asarray(obs), device=self.device).to(self.obs_dtype)
 
     def reset(self, seed: int | None = None) -> Tensor:
-        obs, _ = self.env.reset(seed=seed)
+        # Independent per-env seeds: gymnasium's seed + i would make env 1000 of a rank replay
+        # env 0 of the next rank (seeds 1000 apart) and env 1 of seed s env 0 of seed s + 1.
+        seeds = None
+        if seed is not None:
+            state = np.random.SeedSequence(seed).generate_state(self.num_envs, dtype=np.uint32)
+            seeds = [int(s) for s in state]
+        obs, _ = self.env.reset(seed=seeds)
         self._stats = EpisodeStats(self.num_envs, self.device)
         return self._to_tensor(obs)
 

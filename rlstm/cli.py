@@ -48,6 +48,10 @@ class UsageError(Exception):
     """A user error reported as one line, exit status 2."""
 
 
+class StoppedAtOnce(Exception):
+    """Training stopped mid-iteration by a second Ctrl-C (already reported): exit status 130."""
+
+
 # -- wiring -------------------------------------------------------------------------------
 def backend_of(cfg: Config) -> str:
     if cfg.env.backend != "auto":
@@ -248,7 +252,8 @@ def _train(args: argparse.Namespace) -> int:
                 else "no checkpoint was saved yet"
             )
             print(f"rlstm: stopped at once by a second Ctrl-C; {kept}", file=sys.stderr)
-        return 130
+        # as an error, so that cmd_train leaves without waiting for ranks still in an update
+        raise StoppedAtOnce from None
     finally:
         env.close()
     if main_rank:
@@ -738,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"rlstm: error: {exc}", file=sys.stderr)
         return 2
+    except StoppedAtOnce:
+        return 130
     except KeyboardInterrupt:
         print("rlstm: interrupted", file=sys.stderr)
         return 130

@@ -69,6 +69,8 @@ def resolve_device(name: str, setting: str = "run.device") -> torch.device:
         raise ConfigError(f"{setting}={name!r} but CUDA is not available on this machine")
     if device.type == "cuda" and device.index is None and distributed.is_distributed():
         device = distributed.local_cuda_device()
+    if device.type == "cuda" and device.index is not None:
+        # CUDA graphs, streams and events act on the current device: make it this one
         torch.cuda.set_device(device)
     return device
 
@@ -160,6 +162,7 @@ class Trainer:
         self.nonfinite_streak = 0
         self.elapsed = 0.0
         self._stop_signal: str | None = None
+        self._signal_time = 0.0  # when the first stop signal came (time.monotonic)
         # why a resumed run's episodes start afresh (its envs could not be restored), if so
         self.fresh_episodes: str | None = None
         # seconds by phase over the whole run (other: advantages, episode bookkeeping)
@@ -319,9 +322,15 @@ class Trainer:
 
     # -- signals -------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
         if self._stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            # Under torchrun a SIGINT sent to every process arrives twice (torchrun passes it
+            # on): only a second one a moment later is a second Ctrl-C.
+            if self.world == 1 or now - self._signal_time > 1.0:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            return
         self._stop_signal = signal.Signals(signum).name
+        self._signal_time = now
         if self.is_main:  # an Atari iteration on a CPU can take minutes: say it was heard
             tty = sys.stderr.isatty()
             print(

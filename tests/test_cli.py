@@ -412,3 +412,19 @@ def test_torch_threads_0_means_torchs_default_even_after_another_run_set_them() 
         assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
     finally:
         torch.set_num_threads(before)
+
+
+def test_gymnasium_envs_get_independent_seeds() -> None:
+    """gymnasium seeds env i with seed + i: env 1 of seed 5 would replay env 0 of seed 6 (and
+    a rank's env 1000 the next rank's env 0). Same seed: same episodes."""
+    from envs.gym_vec import GymVecEnv
+
+    def first_obs(seed: int) -> torch.Tensor:
+        env = GymVecEnv("CartPole-v1", 2)
+        try:
+            return env.reset(seed=seed)
+        finally:
+            env.close()
+
+    assert torch.equal(first_obs(5), first_obs(5))
+    assert not torch.equal(first_obs(5)[1], first_obs(6)[0])

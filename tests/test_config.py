@@ -137,3 +137,18 @@ def test_help_lists_every_option_with_doc_and_default() -> None:
         for name in getattr(Config(), section).__dataclass_fields__:
             assert f"{section}.{name}=" in text
     assert "ppo.bptt_len=32" in text and "truncated BPTT chunk length" in text
+
+
+def test_an_explicit_cuda_device_becomes_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph capture, streams and events use the current device: ``run.device=cuda:1`` must
+    make GPU 1 current, or captures land on GPU 0 (checked without a GPU: calls recorded)."""
+    import torch
+
+    from rlstm.trainer import resolve_device
+
+    current: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    assert current == [torch.device("cuda:1")]
+    assert resolve_device("cuda") == torch.device("cuda") and len(current) == 1
