@@ -253,10 +253,11 @@ def test_overlapped_graphed_update_trains_on_cuda(tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in trainer.params)
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "cnn"])
-def test_captured_policy_step_equals_eager(encoder: str) -> None:
+@pytest.mark.parametrize(("encoder", "bf16"), [("mlp", False), ("cnn", False), ("cnn", True)])
+def test_captured_policy_step_equals_eager(encoder: str, bf16: bool) -> None:
     """The CUDA-graph policy step returns what the eager step returns, step after step with
-    the state carried and random starts, and still after the weights change in place."""
+    the state carried and random starts, and still after the weights change in place (with
+    the CNN under bf16 autocast too, as configs/atari/*.yaml run it)."""
     from agents import RecurrentAgent
     from rlstm.acting import PolicyStep
     from rlstm.config import AgentConfig
@@ -268,7 +269,8 @@ def test_captured_policy_step_equals_eager(encoder: str) -> None:
     else:
         shape, dtype = (5,), torch.float32
         obs_seq = torch.randn(6, 16, *shape, device="cuda")
-    agent = RecurrentAgent(shape, dtype, 4, AgentConfig(encoder=encoder, hidden_size=32)).cuda()
+    config = AgentConfig(encoder=encoder, hidden_size=32, bf16=bf16)
+    agent = RecurrentAgent(shape, dtype, 4, config).cuda()
     captured = PolicyStep(agent, capture=True)
     state = agent.initial_state(16, "cuda")
     starts = torch.rand(6, 16, device="cuda") < 0.3
@@ -301,3 +303,80 @@ def test_bf16_cnn_is_close_to_fp32() -> None:
     assert b.dtype == torch.float32
     assert not torch.equal(a, b)  # bf16 arithmetic did run
     torch.testing.assert_close(b, a, rtol=0.05, atol=0.05)
+
+
+def test_resume_into_a_graphed_run_sets_the_optimizer_up_for_capture(tmp_path: Path) -> None:
+    """A resumed run's Adam reads its rate from device memory (a CUDA tensor), is fused and
+    capturable, takes the resume's ppo.adam_eps before any capture, and then trains from
+    graphs."""
+    from rlstm import checkpoint
+    from rlstm.cli import make_agent, make_env, setup_torch
+    from rlstm.config import build_config
+    from rlstm.trainer import Trainer
+
+    args = [
+        "env.id=RepeatPreviousEasy",
+        "env.num_envs=256",
+        "ppo.num_steps=32",
+        "ppo.bptt_len=16",
+        "run.device=cuda",
+        "run.progress=false",
+    ]
+    run = tmp_path / "r"
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                "ppo.total_timesteps=16384",
+                f"run.out_dir={tmp_path}",
+                "run.run_name=r",
+            ]
+        )
+        == 0
+    )
+    data = checkpoint.load(run)
+    cfg = build_config(
+        None, ["ppo.total_timesteps=32768", "ppo.adam_eps=1e-8"], base=data["config"]
+    )
+    device = setup_torch(cfg)
+    env = make_env(cfg, device)
+    trainer = Trainer(cfg, env, make_agent(cfg, env), run, device, resume_from=data)
+    groups = trainer.optimizer.param_groups
+    assert all(isinstance(g["lr"], torch.Tensor) and g["lr"].is_cuda for g in groups)
+    assert all(g["fused"] and g["capturable"] and g["eps"] == 1e-8 for g in groups)
+    assert all(s["step"].is_cuda for s in trainer.optimizer.state.values())
+    assert trainer.train()["steps"] == 32768
+    assert trainer.graphed is not None and trainer.graphed.graphs and not trainer.graphed.failed
+
+
+def test_the_atari_configs_path_runs_from_graphs(tmp_path: Path) -> None:
+    """configs/atari/pong.yaml at a small size: two env groups, the overlapped update, the
+    CNN under bf16 autocast, the captured policy step and graphed minibatch steps; no
+    capture falls back to eager."""
+    import warnings
+
+    pytest.importorskip("ale_py")
+    config = Path(__file__).resolve().parents[1] / "configs" / "atari" / "pong.yaml"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(
+            [
+                "train",
+                str(config),
+                "env.num_envs=16",
+                "ppo.num_steps=32",
+                "ppo.bptt_len=16",
+                "ppo.num_minibatches=2",
+                "ppo.total_timesteps=2048",
+                "agent.hidden_size=64",
+                "run.device=cuda",
+                "run.progress=false",
+                f"run.out_dir={tmp_path}",
+                "run.run_name=a",
+            ]
+        )
+    assert code == 0
+    assert not [w for w in caught if "could not be captured" in str(w.message)]
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["steps"] == 2048
