@@ -68,7 +68,9 @@ class TrainedPolicy:
             raise checkpoint.CheckpointError(
                 f"{str(path)!r}: the weights do not fit the saved agent config: {exc}"
             ) from None
-        return cls(agent.to(resolve_device(device, "device")), data["config"], seed)
+        return cls(
+            agent.to(resolve_device(device, "device", make_current=False)), data["config"], seed
+        )
 
     def initial_state(self, num_envs: int) -> Tensor:
         """The zero state ``(S * num_layers, num_envs, H)`` of ``num_envs`` envs."""

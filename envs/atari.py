@@ -90,7 +90,6 @@ LIFE_LOSS = ("none", "terminal")
 FRAME_SIZE = 84
 
 
-@functools.lru_cache(maxsize=1)
 def num_cores() -> int:
     """The cores this process may run on."""
     try:
@@ -110,6 +109,7 @@ def _id_name(rom: str) -> str:
     return rom.title().replace("_", "")
 
 
+@functools.lru_cache(maxsize=1)
 def games() -> dict[str, str]:
     """Every single-player ROM ale-py ships, as PascalCase id name -> ROM id
     (``"MsPacman" -> "ms_pacman"``).
@@ -347,6 +347,13 @@ class AtariEnv(VecEnv):
                 "scalars": _PinnedStaging((5, B), torch.int32, self.device),
             }
 
+    @staticmethod
+    def shadowed_settings(env_cfg: Any) -> list[str]:
+        """The ``env.kwargs`` keys that override a setting of their own (``life_loss``, ...):
+        ``config.yaml`` would then describe another env than the one that runs. New runs
+        refuse them (``rlstm train``); runs saved with them still load."""
+        return sorted(key for key in env_cfg.kwargs if key in env_cfg.__dict__ and key != "kwargs")
+
     @classmethod
     def from_config(
         cls, env_cfg: Any, num_envs: int, device: str | torch.device, seed: int
@@ -365,14 +372,7 @@ class AtariEnv(VecEnv):
             "max_episode_steps": env_cfg.max_episode_steps,
             "num_threads": env_cfg.num_threads,
         }
-        shadowed = sorted(set(env_cfg.kwargs) & set(options))
-        if shadowed:  # config.yaml would describe another env than the one that runs
-            raise ValueError(
-                f"env.kwargs sets {', '.join(shadowed)}: set env.{shadowed[0]} instead "
-                "(env.kwargs passes only options without a setting of their own, e.g. "
-                "fire_reset)"
-            )
-        options.update(env_cfg.kwargs)
+        options.update(env_cfg.kwargs)  # see shadowed_settings
         groups = int(getattr(env_cfg, "num_groups", 1))
         if groups > 1:
             return AtariGroups(env_cfg.id, num_envs, groups, device, seed, **options)

@@ -23,10 +23,14 @@ from rlstm.vec import EpisodeStats, StepResult, VecEnv
 def _atari_hint(env_id: str) -> str:
     """Where ``env_id`` is an Atari id of another form (``Pong-v4``), the forms rlstm takes."""
     try:
-        from envs.atari import atari_id_hint
+        from envs.atari import atari_id_hint, game_of
     except ImportError:  # no ale-py
         return ""
-    return atari_id_hint(env_id)
+    try:
+        game_of(env_id)
+    except ValueError:
+        return atari_id_hint(env_id)
+    return "Atari ids run on rlstm's Atari backend (env.backend=auto or atari), not gymnasium's"
 
 
 class GymVecEnv(VecEnv):

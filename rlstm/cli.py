@@ -205,6 +205,16 @@ def _train(args: argparse.Namespace) -> int:
             args.config, args.overrides, base=None if args.config else DEFAULT_CONFIG
         )
         data = None
+    if data is None and backend_of(cfg) == "atari":
+        from envs.atari import AtariEnv
+
+        shadowed = AtariEnv.shadowed_settings(cfg.env)
+        if shadowed:
+            raise UsageError(
+                f"env.kwargs sets {', '.join(shadowed)}: set env.{shadowed[0]} instead "
+                "(env.kwargs passes only options without a setting of their own, e.g. "
+                "fire_reset)"
+            )
     world, main_rank = distributed.world_size(), distributed.rank() == 0
     if cfg.ppo.overlap_update and world > 1:
         raise UsageError(
@@ -228,13 +238,14 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run_dir = distributed.on_rank0(lambda: _new_run_dir(cfg))
     trainer = Trainer(cfg, env, agent, run_dir, device, reward_transform(cfg), resume_from=data)
-    if trainer.fresh_episodes and main_rank:
+    to_train = trainer.iteration < trainer.num_iterations  # else train() says there is nothing
+    if trainer.fresh_episodes and main_rank and to_train:
         print(
             f"rlstm: {trainer.fresh_episodes}: weights and optimizer continue, "
             "episodes start afresh",
             file=sys.stderr,
         )
-    if main_rank and trainer.iteration < trainer.num_iterations:  # else train() says so
+    if main_rank and to_train:
         ranks = f" x {world} ranks ({num_envs} envs each)" if world > 1 else ""
         print(f"rlstm: training {cfg.env.id} on {device}{ranks} -> {run_dir}", file=sys.stderr)
     try:

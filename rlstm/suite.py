@@ -67,6 +67,8 @@ EVAL_SEED = 12345  # eval episodes differ from training ones; cell seed s evalua
 # Exit statuses of a stopped cell: the trainer's after SIGINT / SIGTERM (checkpoint saved), or a
 # child process killed by either signal.
 INTERRUPTED = (130, 143, -2, -15)
+# 2: TMaze's success is the cued arm (the env's verdict), not a positive return
+EVAL_VERSION = 2
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "memory"
 
 # Hyperparameters for a task without its own configs/memory/*.yaml: the GPU settings the
@@ -604,24 +606,17 @@ def run_cell(
     ]
     (run_dir / "eval.json").unlink(missing_ok=True)
 
-    def run(commands: list[list[str]]) -> None:
-        code = runner(commands, log_path)
-        if code in INTERRUPTED:
-            raise CellInterrupted(f"{cell.name}: stopped (exit status {code})")
-        if code != 0:
-            raise RuntimeError(last_line(log_path) or f"rlstm exited with status {code}")
-
-    if commands:
-        run(commands)
-        summary = json.loads(summary_path.read_text())
-        if not summary.get("finished", 1):  # run.time_limit: not a result yet
-            raise RuntimeError(
-                f"stopped at run.time_limit after {summary.get('steps')} of {planned} steps; "
-                "rerun the suite to resume it"
-            )
-    run([evaluation_command])
-    if not (run_dir / "eval.json").is_file():
-        raise RuntimeError(last_line(log_path) or "rlstm eval wrote no eval.json")
+    code = runner([*commands, evaluation_command], log_path)  # one interpreter for both
+    if code in INTERRUPTED:
+        raise CellInterrupted(f"{cell.name}: stopped (exit status {code})")
+    if code != 0 or not (run_dir / "eval.json").is_file():
+        raise RuntimeError(last_line(log_path) or f"rlstm exited with status {code}")
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("finished", 1):  # run.time_limit: a partial model, not a result
+        raise RuntimeError(
+            f"stopped at run.time_limit after {summary.get('steps')} of {planned} steps; "
+            "rerun the suite to resume it"
+        )
     evaluation = json.loads((run_dir / "eval.json").read_text())
     log_eval_scalars(run_dir, summary.get("steps", 0), evaluation)
     result = {
@@ -632,6 +627,7 @@ def run_cell(
         "success_rate": evaluation["success_rate"],
         "eval_episodes": evaluation["episodes"],
         "greedy": opts.greedy,
+        "eval_version": EVAL_VERSION,
         "mmer": summary.get("best_running_mean_return"),
         "mean_return_last_100": summary.get("mean_return_last_100"),
         "steps": summary.get("steps"),
@@ -706,17 +702,18 @@ def run_suite(
         done_path = cells_dir / f"{cell.name}.json"
         if done_path.is_file():
             done = json.loads(done_path.read_text())
-            if (done.get("eval_episodes"), done.get("greedy")) != (
+            changed = _config_diff(done.get("config", {}), configs[cell].to_dict())
+            stale = (done.get("eval_episodes"), done.get("greedy")) != (
                 opts.eval_episodes,
                 opts.greedy,
-            ):  # the table's header states this run's evaluation: its numbers must follow
-                log(f"evaluate {cell.name} again (other --eval-episodes or --greedy)")
+            ) or (cell.task == "TMaze" and done.get("eval_version", 1) < EVAL_VERSION)
+            if stale:  # the table's header states this run's evaluation: its numbers follow
+                log(f"evaluate {cell.name} again (other --eval-episodes, --greedy or success)")
                 evaluate_again.add(cell)
                 todo.append(cell)
-                continue
-            skipped += 1
-            changed = _config_diff(done.get("config", {}), configs[cell].to_dict())
-            log(f"skip {cell.name} (finished earlier)")
+            else:
+                skipped += 1
+                log(f"skip {cell.name} (finished earlier)")
             if changed:
                 log(
                     f"note: {cell.name} finished with different {', '.join(changed)}; delete "
@@ -740,6 +737,8 @@ def run_suite(
             log(f"[{counter['started']}/{len(todo)}] {cell.name}: started")
         failed_path = cells_dir / f"{cell.name}.failed.json"
         try:
+            if cell in evaluate_again:  # a failed evaluation must not leave the old numbers
+                (cells_dir / f"{cell.name}.json").unlink(missing_ok=True)
             result = run_cell(cell, configs[cell], opts, runner, cell in evaluate_again)
         except CellInterrupted as exc:
             stop.set()

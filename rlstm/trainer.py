@@ -56,10 +56,14 @@ class TrainingStopped(RuntimeError):
         self.exit_code = exit_code
 
 
-def resolve_device(name: str, setting: str = "run.device") -> torch.device:
+def resolve_device(
+    name: str, setting: str = "run.device", make_current: bool = True
+) -> torch.device:
     """``auto`` is CUDA when present; under torchrun ``auto`` and ``cuda`` mean the rank's
     local GPU (``cuda:LOCAL_RANK``), while an explicit ``cuda:N`` is taken as given.
-    ``setting`` names where the user gave ``name``, for the error."""
+    ``setting`` names where the user gave ``name``, for the error. ``make_current`` makes
+    an explicit ``cuda:N`` the current device (graphs, streams and events act on it); a
+    library caller (``TrainedPolicy.load``) keeps its own."""
     if not DEVICE_PATTERN.fullmatch(name):
         raise ConfigError(f"device {name!r}: must be auto, cpu, cuda or cuda:N")
     if name == "auto":
@@ -70,8 +74,11 @@ def resolve_device(name: str, setting: str = "run.device") -> torch.device:
     if device.type == "cuda" and device.index is None and distributed.is_distributed():
         device = distributed.local_cuda_device()
     if device.type == "cuda" and device.index is not None:
-        # CUDA graphs, streams and events act on the current device: make it this one
-        torch.cuda.set_device(device)
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(f"{setting}={name!r} but this machine has {count} GPU(s)")
+        if make_current:  # CUDA graphs, streams and events act on the current device
+            torch.cuda.set_device(device)
     return device
 
 
@@ -323,12 +330,17 @@ class Trainer:
     # -- signals -------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
-        if self._stop_signal is not None and signum == signal.SIGINT:
+        first = self._stop_signal
+        if first is not None and signum == signal.SIGINT:
             # Under torchrun a SIGINT sent to every process arrives twice (torchrun passes it
             # on): only a second one a moment later is a second Ctrl-C.
             if self.world == 1 or now - self._signal_time > 1.0:
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             return
+        if first == "SIGINT" and signum == signal.SIGTERM and self.world > 1:
+            raise KeyboardInterrupt  # torchrun passes a second Ctrl-C on as SIGTERM
+        if first is not None:
+            return  # the stop is under way
         self._stop_signal = signal.Signals(signum).name
         self._signal_time = now
         if self.is_main:  # an Atari iteration on a CPU can take minutes: say it was heard

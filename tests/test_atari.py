@@ -230,6 +230,8 @@ def test_other_atari_forms_are_pointed_to_the_ones_rlstm_takes(env_id: str, caps
     assert main(["train", f"env.id={env_id}", "run.device=cpu"]) == 2
     err = capsys.readouterr().err
     assert "takes ALE/Pong-v5 (v5 protocol, sticky actions) or PongNoFrameskip-v4" in err
+    assert main(["train", "env.id=ALE/Pong-v5", "env.backend=gymnasium", "run.device=cpu"]) == 2
+    assert "run on rlstm's Atari backend (env.backend=auto or atari)" in capsys.readouterr().err
 
 
 def test_gymnasiums_own_blackjack_is_not_taken_for_the_atari_game() -> None:
@@ -328,13 +330,23 @@ def test_configs_build(path: Path) -> None:
         env.close()
 
 
-def test_env_kwargs_cannot_shadow_a_setting() -> None:
-    """``config.yaml`` must describe the env that runs."""
+def test_env_kwargs_cannot_shadow_a_setting_in_a_new_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``config.yaml`` must describe the env that runs; a run saved with such kwargs before
+    this check still builds its env (eval, inspect, resume)."""
+    from rlstm.cli import main
     from rlstm.config import build_config
 
-    cfg = build_config(overrides=["env.id=ALE/Pong-v5", "env.kwargs={life_loss: terminal}"])
-    with pytest.raises(ValueError, match="env.kwargs sets life_loss: set env.life_loss instead"):
-        AtariEnv.from_config(cfg.env, 1, "cpu", 0)
+    sets = ["env.id=ALE/Pong-v5", "env.kwargs={life_loss: terminal}", "run.device=cpu"]
+    assert main(["train", *sets, f"run.out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "env.kwargs sets life_loss: set env.life_loss instead" in err
+    cfg = build_config(overrides=sets)
+    assert AtariEnv.shadowed_settings(cfg.env) == ["life_loss"]
+    env = AtariEnv.from_config(cfg.env, 1, "cpu", 0)
+    try:
+        assert env.life_loss == "terminal"
+    finally:
+        env.close()
 
 
 def test_resume_says_the_games_start_afresh(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -359,6 +371,9 @@ def test_resume_says_the_games_start_afresh(tmp_path: Path, capsys) -> None:  # 
     assert main(["train", "--resume", str(run), "ppo.total_timesteps=32"]) == 0
     err = capsys.readouterr().err
     assert "AtariEnv cannot save its envs' state: weights and optimizer continue" in err
+    assert main(["train", "--resume", str(run)]) == 0  # finished: nothing trains, or restarts
+    err = capsys.readouterr().err
+    assert "already ran its 2 iterations" in err and "start afresh" not in err
 
 
 def test_env_steps_per_second() -> None:

@@ -148,7 +148,12 @@ def test_an_explicit_cuda_device_becomes_the_current_one(monkeypatch: pytest.Mon
 
     current: list[torch.device] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     assert current == [torch.device("cuda:1")]
     assert resolve_device("cuda") == torch.device("cuda") and len(current) == 1
+    assert resolve_device("cuda:1", make_current=False) == torch.device("cuda:1")
+    assert len(current) == 1  # a library caller keeps its current device
+    with pytest.raises(ConfigError, match="run.device='cuda:2' but this machine has 2 GPU"):
+        resolve_device("cuda:2")

@@ -390,3 +390,29 @@ def test_a_finished_run_whose_eval_was_cut_trains_on_when_steps_grew(tmp_path: P
     result = json.loads((out / "cells" / "RepeatFirstEasy__lstm__s1.json").read_text())
     assert result["steps"] == 512
     assert result["config"]["ppo"]["total_timesteps"] == 512
+
+
+def test_a_failed_re_evaluation_and_an_old_tmaze_success_are_not_reported_as_done(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--tasks", "TMaze", "--cores", "lstm", *TINY, "--out", str(out)]
+    argv += SMALL_SET
+    assert main(argv) == 0
+    cell = out / "cells" / "TMaze-L3__lstm__s1.json"
+    # a result from before TMaze's success was the cued arm: evaluated again, with a note
+    # for the settings that changed since it trained
+    old = json.loads(cell.read_text())
+    del old["eval_version"]
+    cell.write_text(json.dumps(old))
+    capsys.readouterr()
+    assert main([*argv, "ppo.ent_coef=0.02"]) == 0
+    err = capsys.readouterr().err
+    assert "evaluate TMaze-L3__lstm__s1 again" in err
+    assert "note: TMaze-L3__lstm__s1 finished with different ppo.ent_coef" in err
+    assert json.loads(cell.read_text())["eval_version"] == suite.EVAL_VERSION
+    # an evaluation that fails leaves a failed cell, not the old numbers under a new header
+    (out / "runs" / "TMaze-L3__lstm__s1" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main([*argv, "--eval-episodes", "12"]) == 1
+    assert not cell.exists()
+    assert _csv(out / "suite.csv")["TMaze-L3__lstm__s1"]["status"] == "failed"
