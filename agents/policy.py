@@ -38,6 +38,7 @@ class TrainedPolicy:
         self.agent = agent.eval()
         self.config = config
         self.device = next(agent.parameters()).device
+        self.state_dtype = agent.initial_state(1).dtype  # what predict hands back
         self.obs_shape = agent.obs_shape
         self.num_actions = agent.num_actions
         self.generator = torch.Generator(device=self.device)
@@ -121,8 +122,7 @@ class TrainedPolicy:
                     f"state has shape {tuple(state.shape)}; for {n} observation(s) it must be "
                     f"{expected}, as returned by predict or initial_state"
                 )
-            dtype = self.initial_state(1).dtype
-            state, fresh = state.to(self.device, dtype), False
+            state, fresh = state.to(self.device, self.state_dtype), False
         if episode_start is None:
             starts = torch.full((n,), fresh, dtype=torch.bool, device=self.device)
         else:

@@ -51,13 +51,14 @@ class GymVecEnv(VecEnv):
                 importlib.import_module(module)
             except ImportError as exc:
                 raise ValueError(f"env.id: cannot import {module!r} ({exc})") from None
-        hint = _atari_hint(env_id)
         spec = gym.registry.get(env_id)
         # an Atari id of another form: unregistered, or ale-py's raw 210x160 RGB frames
         # (not Blackjack-v1, gymnasium's own card game, named like the Atari one)
-        if hint and (spec is None or "ale_py" in str(spec.entry_point)):
-            raise ValueError(f"env.id={env_id!r}: {hint}")
-        if env_id not in gym.registry:
+        if spec is None or "ale_py" in str(spec.entry_point):
+            hint = _atari_hint(env_id)
+            if hint:
+                raise ValueError(f"env.id={env_id!r}: {hint}")
+        if spec is None:
             import envs.memory  # the memory tasks' own names are ids too (env.id=TMaze)
 
             known = [*envs.memory.REGISTRY, *gym.registry]

@@ -393,7 +393,8 @@ def update_steps(
                     mb = Chunks(*(field[:, idx] for field in epoch_chunks))
                     ok, stats = minibatch_step(agent, params, optimizer, mb, cfg, sizes[i])
                 epoch += torch.where(ok, torch.stack([stats[key] for key in LOSS_KEYS]), 0.0)
-                last_kl = torch.where(ok, stats["approx_kl"], last_kl)
+                if cfg.target_kl is not None:  # a kernel per minibatch only when it is used
+                    last_kl = torch.where(ok, stats["approx_kl"], last_kl)
                 applied[tried] = ok
                 tried += 1
                 yield
