@@ -5,6 +5,7 @@
 # Usage: gpu_bg.sh NAME CONFIG [overrides...]; the run lives in $LEARN/NAME (default
 # /root/learn, outside the repo: its checkpoint is too big to come back through OUT).
 set -uo pipefail
+[ -n "${1:-}" ] || { echo "usage: gpu_bg.sh NAME CONFIG [overrides...]" >&2; exit 2; }
 LEARN=${LEARN:-/root/learn}; mkdir -p "$LEARN"
 name=$1; shift
 if [ "${_RLSTM_BG_JOB:-}" != 1 ]; then

@@ -4,6 +4,7 @@
 # (score vs steps and vs wall time) and its run directory without the checkpoint.
 # Usage: gpu_collect.sh NAME
 set -uo pipefail
+[ -n "${1:-}" ] || { echo "usage: gpu_collect.sh NAME" >&2; exit 2; }
 OUT=${OUT:-out}; mkdir -p "$OUT"; LEARN=${LEARN:-/root/learn}
 name=$1; start=$(date +%s)
 while [ ! -e "$LEARN/$name.done" ] && [ $(( $(date +%s) - start )) -lt "${WAIT:-540}" ]; do
