@@ -13,7 +13,6 @@ if [ "${_RLSTM_BG_JOB:-}" != 1 ]; then
   _RLSTM_BG_JOB=1 setsid nohup bash "$0" "$name" "$@" > /dev/null 2>&1 < /dev/null &
   sleep 30; tail -3 "$LEARN/$name.train.txt"; exit 0
 fi
-date -u +%s > "$LEARN/$name.start"
 python -m rlstm train "$@" run.device="${DEVICE:-cuda}" run.progress=false \
   run.out_dir="$LEARN" run.run_name="$name" > "$LEARN/$name.train.txt" 2>&1
 python -m rlstm eval "$LEARN/$name" --episodes "${EVAL_EPISODES:-16}" --device "${DEVICE:-cuda}" \

@@ -2,9 +2,9 @@
 # GPU session: rlstm vs sb3-contrib on Pong with sb3 at the sb3 zoo's 8 envs, the issue's
 # ">= 25x" comparison. rlstm runs configs/atari/pong.yaml as is (two env groups, the
 # overlapped update) at 256 and 128 envs, each twice, alternating, so that the machine's
-# drift shows (BATCHES: the env counts in order). ~2 min per run at 20 s (fits one
-# 10-min device call). Wheels: see
-# gpu_speed.sh. OUT holds the logs.
+# drift shows (BATCHES: the env counts in order). Measured (ninth session): ~2.5-3 min per
+# run at 20 s, mostly sb3's start-up, so three runs fit one 10-min device call, not four
+# (BATCHES="256 128 256"). Wheels: see gpu_speed.sh. OUT holds the logs.
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 log="$OUT/sb3.txt"
